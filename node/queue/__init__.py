@@ -1,0 +1,1 @@
+"""Redis Streams plumbing: key names, the embedded server, clients, stream helpers."""
