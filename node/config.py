@@ -69,6 +69,11 @@ class ReceiverConfig:
                                 min=1, max=10000)
     max_header_bytes: int = opt(16384, "longest request line or single header field in bytes",
                                 min=256, max=1024 * 1024)
+    max_head_bytes: int = opt(65536, "largest request head (request line and all headers) "
+                              "of a mirrored request (431 above)", min=1024,
+                              max=16 * 1024 * 1024)
+    idle_timeout_s: float = opt(300.0, "mirror connections with no bytes received for this "
+                                "long are closed", min=1, max=86400)
     max_inflight: int = opt(1024, "most requests handled at once per listener before shedding",
                             min=1)
     trusted_proxies: list[str] = opt(LOOPBACK, "CIDRs whose forwarding header is believed "
@@ -93,6 +98,10 @@ class QueueConfig:
                                    min=0.1, max=5000)
     max_buffered_records: int = opt(20000, "records buffered in the receiver while Redis is slow "
                                     "or down; beyond it new records are shed", min=1)
+    max_buffered_bytes: int = opt(64 * 1024 * 1024, "bytes of records buffered in the receiver "
+                                  "(bodies included); beyond it new records are shed", min=65536)
+    depth_interval_ms: float = opt(500.0, "how often the receiver refreshes the queue depth that "
+                                   "decides shedding", min=10, max=60000)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,11 @@ class ProcessingConfig:
     max_deliveries: int = opt(5, "deliveries after which an entry goes to the dead-letter stream",
                               min=1, max=1000)
     time_budget_ms: float = opt(50.0, "analysis time budget per request", min=1, max=60000)
+    shutdown_grace_s: float = opt(20.0, "on stop, time workers get to finish and commit their "
+                                  "batch before they are killed", min=0.1, max=3600)
+    record_timeout_s: float = opt(10.0, "a worker stuck this long on one record is killed and "
+                                  "restarted (the entry is redelivered, then dead-lettered)",
+                                  min=0.1, max=3600)
     metrics_listen: str = opt("127.0.0.1:9464", "host:port of the processing role's /metrics, "
                               "/healthz, /readyz")
 

@@ -53,3 +53,12 @@ async def redis(redis_server: EmbeddedRedis, prefix: str) -> AsyncIterator[aiore
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A private server for one test that may kill() and start() it again (outage tests)."""
+    server = EmbeddedRedis(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop()

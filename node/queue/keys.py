@@ -42,6 +42,11 @@ class Keys:
         return f"{self.prefix}:hits"
 
     @property
+    def hits_dead(self) -> str:
+        """Dead-letter stream of the hits stream: entries aggregation could not store."""
+        return f"{self.prefix}:hits:dead"
+
+    @property
     def exclusions(self) -> str:
         """Hash exclusion id -> JSON exclusion, written by the API, read by workers."""
         return f"{self.prefix}:exclusions"
@@ -62,7 +67,7 @@ class Keys:
         return f"{self.prefix}:records_by_source"
 
     def attack(self, attack_id: str) -> str:
-        """Hash holding one attack (see aggregation.store)."""
+        """String holding one attack as JSON (see aggregation.store)."""
         return f"{self.prefix}:attack:{attack_id}"
 
     @property
@@ -70,9 +75,11 @@ class Keys:
         """Sorted set attack id -> last_seen: the attack list, newest first."""
         return f"{self.prefix}:attacks"
 
-    def attack_group(self, group_key: str) -> str:
-        """String group key (class|ip|host|app) -> id of the open attack for that group."""
-        return f"{self.prefix}:attack-group:{group_key}"
+    @property
+    def attack_groups(self) -> str:
+        """Hash group digest (class|ip|host|app) -> id of the group's open attack: one HSET
+        per batch instead of one key per group (aggregation.store; trimmed with the attacks)."""
+        return f"{self.prefix}:attack-groups"
 
     @property
     def hits_index(self) -> str:
@@ -85,10 +92,21 @@ class Keys:
 
     @property
     def seen_hits(self) -> str:
-        """Sorted set of hit ids already counted (idempotency), scored by ts for trimming."""
+        """Sorted set of hit ids already counted (idempotency), scored by the time counted."""
         return f"{self.prefix}:seen-hits"
 
+    def seen_requests_window(self, window: int) -> str:
+        """Hash of pairing counts (request key|rule|point|source -> n) for one time window:
+        the mirror copy and the Lua record of one request count once (aggregation.store).
+        Expires after two windows."""
+        return f"{self.prefix}:seen-requests:{window}"
+
     @property
-    def seen_requests(self) -> str:
-        """Sorted set of request fingerprints already counted (mirror + Lua duplicates)."""
-        return f"{self.prefix}:seen-requests"
+    def hits_by_class(self) -> str:
+        """Hash class -> hits counted by aggregation (after idempotency and duplicates)."""
+        return f"{self.prefix}:hits-by-class"
+
+    def timeline(self, minute: int) -> str:
+        """Hash class -> hits whose ts falls in that minute (epoch // 60), for the console
+        chart; expires with the retention."""
+        return f"{self.prefix}:timeline:{minute}"

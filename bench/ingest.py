@@ -1,0 +1,292 @@
+"""Ingestion throughput on one receiver core: the mirror path next to a bare aiohttp handler,
+and the batch path in records/s.
+
+Each server runs in its own process pinned to one CPU (``--server-cpu``); the load generator
+(raw asyncio sockets, keep-alive, N connections, one request in flight per connection) and the
+embedded Redis share the other CPUs. Rounds alternate bare / mirror / batch so a noisy machine
+affects them alike; the median of the rounds is reported, plus the server's own CPU time per
+request (from /proc), which is what "requests/s on one core" means when the machine is shared.
+
+    .venv/bin/python bench/ingest.py [--seconds 5] [--rounds 3] [--connections 64]
+
+Goals (issue 2): mirror >= 75% of bare; batch >= 100,000 records/s on one receiver core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+TOKEN = "bench-token"
+JSON_BODY = (b'{"items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"coupon":"WELCOME10",'
+             b'"note":"leave at the door please, thank you!!"}')
+MIRROR_REQUESTS = [
+    (b"GET /search?q=running+shoes&page=2&sort=price HTTP/1.1\r\n"
+     b"Host: shop.example-shadow:8080\r\n"
+     b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0\r\n"
+     b"Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\n"
+     b"Cookie: session=3f9a0c2e7b; theme=dark\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.5\r\n"
+     b"X-Forwarded-Proto: https\r\nX-Request-Id: 9f0c6b1e-4f1a-4a53-9d38-1a2b3c4d5e6f\r\n"
+     b"x-envoy-internal: true\r\nx-envoy-expected-rq-timeout-ms: 15000\r\n\r\n"),
+    (b"POST /api/cart HTTP/1.1\r\nHost: shop.example-shadow:8080\r\n"
+     b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0\r\n"
+     b"Content-Type: application/json\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.5\r\n"
+     b"X-Request-Id: 1b2c3d4e-0000-4a53-9d38-1a2b3c4d5e6f\r\nx-envoy-internal: true\r\n"
+     b"Content-Length: %d\r\n\r\n%s" % (len(JSON_BODY), JSON_BODY)),
+]
+
+
+def lua_record(i: int) -> dict:
+    return {"ts": time.time(), "source": "lua", "request_id": f"{i:08d}-4f1a-4a53-9d38",
+            "method": "GET", "scheme": "https", "host": "shop.example", "port": 443,
+            "path": "/search", "query": f"q=item{i}&page=2", "http_version": "1.1",
+            "headers": [["host", "shop.example"], ["user-agent", "Mozilla/5.0 Chrome/120.0"],
+                        ["accept", "*/*"], ["x-forwarded-for", "203.0.113.7"],
+                        ["x-request-id", f"{i:08d}-4f1a-4a53-9d38"]],
+            "body": b"", "body_size": 0, "body_truncated": False,
+            "response": {"status": 200, "headers": [["content-type", "text/html"],
+                                                    ["content-length", "5120"]],
+                         "body": b"", "body_size": 5120, "body_truncated": True},
+            "meta": {"cluster": "outbound|8080||shop", "route": "default",
+                     "direct_remote_address": "10.0.0.5:51234", "duration_ms": 3.2}}
+
+
+def batch_request(records: int) -> bytes:
+    body = msgpack.packb({"v": 1, "records": [lua_record(i) for i in range(records)]},
+                         use_bin_type=True)
+    head = (f"POST /v1/batch HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+# ---------------------------------------------------------------- servers (child processes)
+
+def serve_bare(port: int) -> None:
+    from aiohttp import web
+
+    async def catch_all(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", catch_all)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def serve_receiver(redis_url: str, mirror_port: int, batch_port: int) -> None:
+    from node.config import build_config
+    from node.receiver.service import serve
+
+    cfg = build_config(None, env={}, overrides={
+        "redis.url": redis_url, "redis.prefix": "bench", "receiver.batch_token": TOKEN,
+        "receiver.mirror_listen": f"127.0.0.1:{mirror_port}",
+        "receiver.batch_listen": f"127.0.0.1:{batch_port}",
+        "receiver.max_inflight": 4096, "queue.high_water": 10_000_000,
+        # Redis shares a busy CPU with the load generator: allow slow replies, keep it small.
+        "redis.socket_timeout_s": 10, "queue.requests_maxlen": 2000,
+        "queue.max_buffered_records": 200_000})
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve(cfg, stop)
+
+    profile = os.environ.get("OOB_BENCH_PROFILE")  # write cProfile stats of the server here
+    if profile:
+        import cProfile
+
+        cProfile.runctx("asyncio.run(run())", globals(), locals(), profile)
+    else:
+        asyncio.run(run())
+
+
+# ---------------------------------------------------------------- load generator
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, requests: list[bytes], marker: bytes, stats: list[int]) -> None:
+        self.requests, self.marker, self.stats, self.i = requests, marker, stats, 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.requests[0])  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        done = data.count(self.marker)
+        if done:
+            self.stats[0] += done
+            self.i += 1
+            self.transport.write(self.requests[self.i % len(self.requests)])  # type: ignore
+
+
+async def drive(port: int, requests: list[bytes], marker: bytes, connections: int,
+                seconds: float, pid: int) -> tuple[float, float]:
+    """(answers per second, server CPU seconds per answer) over ``seconds`` after warm-up."""
+    loop = asyncio.get_running_loop()
+    stats = [0]
+    transports = []
+    for _ in range(connections):
+        transport, _ = await loop.create_connection(lambda: _Conn(requests, marker, stats),
+                                                    "127.0.0.1", port)
+        transports.append(transport)
+    await asyncio.sleep(1.0)  # warm-up
+    count0, cpu0, t0 = stats[0], cpu_seconds(pid), time.perf_counter()
+    await asyncio.sleep(seconds)
+    count, cpu, elapsed = stats[0] - count0, cpu_seconds(pid) - cpu0, time.perf_counter() - t0
+    for transport in transports:
+        transport.close()
+    await asyncio.sleep(0.2)
+    return count / elapsed, cpu / max(1, count)
+
+
+def calibration_us() -> float:
+    """CPU time of a fixed pure-Python loop, to compare figures across machines (a recent
+    desktop core: ~8 us)."""
+    start = time.process_time()
+    for _ in range(2000):
+        sum(range(1000))
+    return (time.process_time() - start) / 2000 * 1e6
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- orchestration
+
+@dataclass
+class Result:
+    rates: list[float]
+    cpu: list[float]
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(self.cpu) * 1e6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def spawn(args: list[str], cpu: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--server-cpu", str(cpu), *args])
+
+
+async def rounds(args: argparse.Namespace, ports: dict[str, int],
+                 pids: dict[str, int]) -> dict[str, Result]:
+    batch = batch_request(args.batch_records)
+    plans = {
+        "bare": (ports["bare"], MIRROR_REQUESTS, b"HTTP/1.1 200", args.connections),
+        "mirror": (ports["mirror"], MIRROR_REQUESTS, b"HTTP/1.1 200", args.connections),
+        "batch": (ports["batch"], [batch], b"HTTP/1.1 202", args.batch_connections),
+    }
+    plans = {name: plan for name, plan in plans.items() if name in args.only}
+    results = {name: Result([], []) for name in plans}
+    for r in range(args.rounds):
+        for name, (port, requests, marker, conns) in plans.items():
+            rate, cpu = await drive(port, requests, marker, conns, args.seconds, pids[name])
+            if name == "batch":
+                rate, cpu = rate * args.batch_records, cpu / args.batch_records
+            results[name].rates.append(rate)
+            results[name].cpu.append(cpu)
+            print(f"  round {r + 1} {name:<6} {rate:>10,.0f}/s  server CPU {cpu * 1e6:7.1f} us",
+                  flush=True)
+    return results
+
+
+def report(results: dict[str, Result]) -> None:
+    if len(results) < 3:
+        return
+    bare, mirror, batch = results["bare"], results["mirror"], results["batch"]
+    print("\npath                     rate (median)        server CPU    capacity of 1 core")
+    for name, res, unit in (("bare aiohttp catch-all", bare, "req"),
+                            ("mirror listener", mirror, "req"),
+                            ("batch listener", batch, "record")):
+        print(f"{name:<24} {res.rate:>10,.0f} {unit}/s  {res.cpu_us:8.1f} us/{unit:<6} "
+              f"{1e6 / res.cpu_us:>10,.0f} {unit}/s")
+    print(f"\nmirror / bare: {mirror.rate / bare.rate:.0%} of the requests/s, "
+          f"{bare.cpu_us / mirror.cpu_us:.0%} by server CPU per request (goal >= 75%)")
+    print(f"batch: {batch.rate:,.0f} records/s measured, {1e6 / batch.cpu_us:,.0f} records/s "
+          "per receiver core by CPU (goal >= 100,000)")
+
+
+def main(args: argparse.Namespace) -> None:
+    from node.queue.embedded import EmbeddedRedis
+
+    load_cpus = set(os.sched_getaffinity(0)) - {args.server_cpu} or {args.server_cpu}
+    os.sched_setaffinity(0, load_cpus)
+    ports = {"bare": free_port(), "mirror": free_port(), "batch": free_port()}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as redis:
+        if redis.process is not None:
+            os.sched_setaffinity(redis.process.pid, load_cpus)
+        procs = {"bare": spawn(["--serve", "bare", str(ports["bare"])], args.server_cpu),
+                 "receiver": spawn(["--serve", "receiver", redis.url, str(ports["mirror"]),
+                                    str(ports["batch"])], args.server_cpu)}
+        try:
+            for port in ports.values():
+                wait_port(port)
+            pids = {"bare": procs["bare"].pid, "mirror": procs["receiver"].pid,
+                    "batch": procs["receiver"].pid}
+            print(f"server CPU {args.server_cpu}, load generator + Redis on {sorted(load_cpus)}; "
+                  f"{args.rounds} rounds of {args.seconds:g} s; machine speed: "
+                  f"sum(range(1000)) takes {calibration_us():.1f} us of CPU")
+            report(asyncio.run(rounds(args, ports, pids)))
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+                proc.wait(15)
+
+
+def child(argv: list[str]) -> None:
+    cpu = int(argv[argv.index("--server-cpu") + 1])
+    os.sched_setaffinity(0, {cpu})
+    serve_args = argv[argv.index("--serve") + 1:]
+    if serve_args[0] == "bare":
+        serve_bare(int(serve_args[1]))
+    else:
+        serve_receiver(serve_args[1], int(serve_args[2]), int(serve_args[3]))
+
+
+if __name__ == "__main__":
+    if "--serve" in sys.argv:
+        child(sys.argv[1:])
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument("--batch-records", type=int, default=500)
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--only", nargs="+", default=["bare", "mirror", "batch"],
+                        choices=["bare", "mirror", "batch"], help="run only these paths")
+    main(parser.parse_args())

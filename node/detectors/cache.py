@@ -1,0 +1,82 @@
+"""On-disk cache of the compiled Hyperscan databases and of per-pattern verdicts.
+
+Used by ``Engine.load`` (start of every processing worker): the databases are stored under
+``<cache_dir>/hs-<pack hash>.bin`` (the hash covers every pack file, the engine and
+Hyperscan versions and the disabled rules), so every worker after the first loads them in
+milliseconds instead of compiling for seconds. ``verdicts.bin`` remembers which single
+patterns compile (and the error of those that do not) across pack versions, so editing
+one rule re-judges that rule only. Writes are atomic (temp file + rename): workers starting
+together never read half a file; a corrupt or foreign file is ignored (recompiled).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from node.detectors.pack import Verdicts
+from node.detectors.prefilter import Databases
+
+log = logging.getLogger(__name__)
+FORMAT = 3
+MAX_VERDICTS = 20000  # beyond it the verdict file starts over (bounded growth)
+
+
+def db_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"hs-{key}.bin"
+
+
+def read_databases(cache_dir: Path, key: str) -> Databases | None:
+    data = _read(db_path(cache_dir, key))
+    if data is None:
+        return None
+    try:
+        return Databases(tuple(data["groups"]), data["anchored"])
+    except (KeyError, TypeError):
+        return None
+
+
+def write_databases(cache_dir: Path, key: str, dbs: Databases) -> None:
+    _write(db_path(cache_dir, key), {"format": FORMAT, "groups": list(dbs.groups),
+                                     "anchored": dbs.anchored})
+
+
+def read_verdicts(cache_dir: Path) -> Verdicts:
+    data = _read(Path(cache_dir) / "verdicts.bin")
+    verdicts = Verdicts()
+    if data is not None and isinstance(data.get("verdicts"), dict):
+        verdicts.update((str(k), v if isinstance(v, str) else None)
+                        for k, v in data["verdicts"].items())
+    return verdicts
+
+
+def write_verdicts(cache_dir: Path, verdicts: Verdicts) -> None:
+    items = dict(verdicts) if len(verdicts) <= MAX_VERDICTS else {}
+    _write(Path(cache_dir) / "verdicts.bin", {"format": FORMAT, "verdicts": items})
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = msgpack.unpackb(path.read_bytes(), raw=False)
+    except (OSError, ValueError, msgpack.UnpackException):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
+    return data
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    blob = msgpack.packb(doc, use_bin_type=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the rule cache %s: %s", path, exc)

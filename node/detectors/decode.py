@@ -1,0 +1,248 @@
+"""Decoding pipeline: the variants of one extracted value that are worth scanning.
+
+Second stage of detection (after ``points.py``, before the Hyperscan scan in ``engine.py``).
+Every transform is a named row of ``TRANSFORMS``, with a cheap trigger that says when it can
+change a value; a value no trigger fires on is scanned as is (the common case, kept fast).
+
+Order: the *decoders* (URL incl. ``%u`` and overlong UTF-8, HTML entities, JS/backslash
+escapes) run together in passes until nothing changes or ``max_decode_passes``; every
+distinct intermediate result is a variant. The *canonicalizers* (Unicode NFKC + case
+folding, whitespace folding) then chain on the decoded value. The *class folds* (base64,
+SQL comments, path normalization, shell quotes) each apply once to the canonical value and
+each add a variant of their own, because each destroys evidence another class needs.
+
+ASCII case is left to the patterns' ``caseless`` flag. # SECURITY: everything is bounded:
+input cut at ``max_value_bytes`` characters, a fixed number of passes, no transform
+expands a value more than NFKC does (and outputs are cut again), at most ``MAX_VARIANTS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_VARIANTS = 10
+B64_MIN = 16  # shortest run decoded as base64
+B64_MAX_RUNS = 4
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    stage: str  # decoder | canonical | fold
+    trigger: re.Pattern[str]  # the transform can only change a value this matches
+    fn: Callable[[str], str]
+
+
+# ----------------------------------------------------------------------------- decoders
+
+_PCT = re.compile(r"%[uU]([0-9a-fA-F]{4})|((?:%[0-9a-fA-F]{2})+)")
+_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x80-\xbf]")
+_OVERLONG3 = re.compile(rb"\xe0[\x80-\x9f][\x80-\xbf]")
+
+
+def _overlong(m: re.Match[bytes]) -> bytes:
+    # SECURITY: %c0%af is an overlong "/" that old decoders accepted: fold it to ASCII.
+    b = m.group(0)
+    if len(b) == 2:
+        code = ((b[0] & 0x1F) << 6) | (b[1] & 0x3F)
+    else:
+        code = ((b[1] & 0x3F) << 6) | (b[2] & 0x3F)
+    return chr(code).encode("utf-8")
+
+
+def bytes_to_text(raw: bytes) -> str:
+    """UTF-8 with overlong forms folded; invalid bytes kept as surrogate escapes."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    if b"\xc0" in raw or b"\xc1" in raw or b"\xe0" in raw:
+        raw = _OVERLONG3.sub(_overlong, _OVERLONG2.sub(_overlong, raw))
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _pct(m: re.Match[str]) -> str:
+    if m.group(1):
+        return chr(int(m.group(1), 16))
+    return bytes_to_text(bytes.fromhex(m.group(2).replace("%", "")))
+
+
+def url_decode(value: str) -> str:
+    """One pass of URL decoding: ``%XX`` (as UTF-8), ``%uXXXX``, ``+`` as a space."""
+    return _PCT.sub(_pct, value.replace("+", " "))  # "+" first: "%2B" stays a plus
+
+
+def html_decode(value: str) -> str:
+    """Named, decimal and hex entities, also without the final semicolon."""
+    return html.unescape(value)
+
+
+_JS = re.compile(r"\\(?:[xX]([0-9a-fA-F]{2})|u\{([0-9a-fA-F]{1,6})\}|u([0-9a-fA-F]{4})"
+                 r"|([0-7]{1,3}))")
+
+
+def _js(m: re.Match[str]) -> str:
+    hexa = m.group(1) or m.group(2) or m.group(3)
+    code = int(hexa, 16) if hexa else int(m.group(4), 8)
+    return chr(code) if code <= 0x10FFFF else m.group(0)
+
+
+def js_decode(value: str) -> str:
+    """JavaScript/C escapes: ``\\x3c``, ``\\u003c``, ``\\u{3c}``, octal ``\\74``."""
+    return _JS.sub(_js, value)
+
+
+# ----------------------------------------------------------------------------- canonical
+
+def unicode_fold(value: str) -> str:
+    """NFKC (fullwidth and compatibility forms to ASCII) after case folding."""
+    return unicodedata.normalize("NFKC", value.casefold())
+
+
+_WS = re.compile(r"\s+")
+
+
+def whitespace_fold(value: str) -> str:
+    return _WS.sub(" ", value)
+
+
+# ----------------------------------------------------------------------------- class folds
+
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + r",}={0,2}")
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+_UPPER, _LOWER, _DIGIT = re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9+/]")
+
+
+def _b64_text(run: str) -> str | None:
+    """The run decoded, when it looks like base64 (mixed case and digits: not a word, not
+    hex) and decodes to mostly printable text."""
+    if not (_UPPER.search(run) and _LOWER.search(run) and (len(run) >= 20 or _DIGIT.search(run))):
+        return None
+    data = run.rstrip("=")
+    data += "=" * (-len(data) % 4)
+    try:
+        raw = base64.b64decode(data.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Mostly printable ASCII (counted in C: bytes.translate drops the printable ones).
+    if not raw or len(raw.translate(None, _PRINTABLE)) > len(raw) // 10:
+        return None
+    return raw.decode("utf-8", "replace")
+
+
+def base64_decode(value: str) -> str:
+    """Decode base64-looking runs (whole value or embedded) that give printable text."""
+    out: list[str] = []
+    last = 0
+    for i, m in enumerate(_B64_RUN.finditer(value)):
+        if i >= B64_MAX_RUNS:
+            break
+        text = _b64_text(m.group(0))
+        if text is not None:
+            out += [value[last:m.start()], text]
+            last = m.end()
+    return "".join(out) + value[last:] if out else value
+
+
+_VERSIONED = re.compile(r"/\*!\d*(.*?)\*/", re.S)
+_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
+
+
+def sql_comment_fold(value: str) -> str:
+    """``/*!50000select*/`` keeps its content; other ``/*...*/`` become a space."""
+    return _COMMENT.sub(" ", _VERSIONED.sub(r" \1 ", value))
+
+
+_SLASHES = re.compile(r"/{2,}")
+_DOT_SEG = re.compile(r"/(?:\./)+")
+
+
+def path_normalize(value: str) -> str:
+    """Backslashes to slashes, ``//`` and ``/./`` folded; ``..`` stays visible."""
+    return _DOT_SEG.sub("/", _SLASHES.sub("/", value.replace("\\", "/")))
+
+
+_IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
+_QUOTES = re.compile(r"""''|""|(?<=\w)['"]+(?=\w)|\\(?=[A-Za-z/])""")
+
+
+def shell_fold(value: str) -> str:
+    """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd`` as the shell reads them."""
+    value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
+    return _QUOTES.sub("", value)
+
+
+# ----------------------------------------------------------------------------- the table
+
+def _t(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+TRANSFORMS: tuple[Transform, ...] = (
+    Transform("url", "decoder", _t(r"%[0-9a-fA-F]{2}|%[uU][0-9a-fA-F]{4}|\+"), url_decode),
+    Transform("html_entities", "decoder", _t(r"&(?:#|[A-Za-z]{2})"), html_decode),
+    Transform("js_escapes", "decoder", _t(r"\\(?:[xX][0-9a-fA-F]{2}|u[0-9a-fA-F{]|[0-7])"),
+              js_decode),
+    Transform("unicode", "canonical", _t(r"[^\x00-\x7f]"), unicode_fold),
+    Transform("whitespace", "canonical", _t(r"[\t\n\r\x0b\x0c]|\s{2}"), whitespace_fold),
+    Transform("base64", "fold", _t(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + "}"), base64_decode),
+    Transform("sql_comments", "fold", _t(r"/\*"), sql_comment_fold),
+    Transform("path", "fold", _t(r"\\|//|/\./"), path_normalize),
+    Transform("shell", "fold", _t(r"""['"\\]|\$[{@*I9]"""), shell_fold),
+)
+DECODERS = tuple(t for t in TRANSFORMS if t.stage == "decoder")
+CANONICAL = tuple(t for t in TRANSFORMS if t.stage == "canonical")
+FOLDS = tuple(t for t in TRANSFORMS if t.stage == "fold")
+_B64 = next(t for t in TRANSFORMS if t.name == "base64")
+# One search tells whether any transform could change a value (the fast path).
+ANY_TRIGGER = re.compile("|".join(f"(?:{t.trigger.pattern})" for t in TRANSFORMS))
+
+
+def variants(value: str, max_passes: int = 3, max_len: int = 16384) -> list[str]:
+    """Distinct variants of ``value`` to scan, the value itself first."""
+    if len(value) > max_len:
+        value = value[:max_len]
+    if ANY_TRIGGER.search(value) is None:
+        return [value]
+    out = [value]
+    current = _decode_passes(value, max_passes, max_len, out)
+    for t in CANONICAL:
+        if t.trigger.search(current):
+            current = t.fn(current)[:max_len]
+    _add(out, current)
+    for t in FOLDS:
+        if t.trigger.search(current):
+            _add(out, t.fn(current)[:max_len])
+    if current != value and _B64.trigger.search(value):
+        # URL decoding turns a base64 "+" into a space: also try the value as sent.
+        _add(out, base64_decode(value)[:max_len])
+    return out[:MAX_VARIANTS]
+
+
+def _decode_passes(value: str, max_passes: int, max_len: int, out: list[str]) -> str:
+    current = value
+    for _ in range(max_passes):
+        before = current
+        for t in DECODERS:
+            if t.trigger.search(current):
+                current = t.fn(current)[:max_len]
+        if current == before:
+            break
+        _add(out, current)
+    return current
+
+
+def _add(out: list[str], value: str) -> None:
+    if value and value not in out:
+        out.append(value)
+
+
+def explain(value: str, max_passes: int = 3, max_len: int = 16384) -> list[tuple[str, str]]:
+    """(transform name, output) for every transform that changes ``value`` on its own,
+    for tests and ``oob-node rules test`` diagnostics."""
+    return [(t.name, t.fn(value)[:max_len]) for t in TRANSFORMS
+            if t.trigger.search(value) and t.fn(value) != value]

@@ -1,0 +1,332 @@
+"""The detection engine: a RequestRecord in, a list of Hits out.
+
+Where it sits: processing workers (``node/processing``) call ``Engine.load`` once per process
+and ``engine.analyze(record)`` per request, then write the hits to ``<prefix>:hits``.
+The flow of one request, each stage its own module:
+
+    points.extract -> decode.variants -> prefilter (one joined Hyperscan scan, then each
+    flagged value alone) -> point-kind filter -> Python ``re`` for prefilter-mode patterns
+    -> confirm/ (sql, html) -> exclusions -> class scores vs threshold -> Hits
+
+# SECURITY: ``analyze`` never raises on attacker input: any error is counted in
+``stats.errors`` and what was found so far is returned. The time budget stops the confirm
+stage (the only stage whose cost is not linear in the scanned bytes) and is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hyperscan
+
+from node.config import DetectionConfig
+from node.detectors import cache
+from node.detectors.confirm import CONFIRMERS
+from node.detectors.decode import variants
+from node.detectors.exclusions import ExclusionSet, parse_exclusion
+from node.detectors.pack import (
+    KIND_BIT,
+    LoadReport,
+    Pack,
+    Pattern,
+    Rule,
+    load_pack,
+    verdict_key,
+)
+from node.detectors.points import ARGS, HEADERS, Limits, Point, extract
+from node.detectors.prefilter import GROUPS, Databases, Prefilter, compile_databases, group_of
+from node.records import FRAGMENT_MAX_CHARS, Hit, RequestRecord, as_text, hit_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    """Counters the processing role exports as metrics (monotonic, per process)."""
+
+    analyzed: int = 0
+    errors: int = 0  # analyses that hit an internal error (partial results returned)
+    budget_overruns: int = 0  # analyses that stopped confirming at the time budget
+    confirm_rejected: int = 0  # prefilter candidates a confirmer turned down
+
+
+@dataclass
+class _Candidate:
+    rule: Rule
+    point: Point
+    matches: list[tuple[str, bytes, int]] = field(default_factory=list)  # (text, bytes, end)
+
+
+_Flag = tuple[str, bytes, dict[int, int]]  # (variant text, its bytes, {pattern id: match end})
+_MemoKey = tuple[int, str]  # (scan group, value as extracted)
+MEMO_VALUE_MAX = 512  # longer values are rarely repeated: not memoized
+MEMO_SIZE = 16384  # values remembered per process (then the memo restarts)
+
+
+def _encode(value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    try:
+        # Surrogate escapes stand for the exact invalid bytes that were on the wire.
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")  # lone surrogates from %uD800 & co
+
+
+class Engine:
+    """Compiled rules plus the per-process Hyperscan state. Build with ``Engine.load``."""
+
+    def __init__(self, cfg: DetectionConfig, pack: Pack, dbs: Databases,
+                 time_budget_ms: float, cache_hit: bool) -> None:
+        self.cfg = cfg
+        self.pack = pack
+        self.report: LoadReport = pack.report
+        self.rules: tuple[Rule, ...] = pack.rules
+        self.cache_hit = cache_hit
+        self.stats = EngineStats()
+        self.budget_s = time_budget_ms / 1000.0
+        self.limits = Limits(cfg.max_points, cfg.max_json_depth, cfg.max_value_bytes)
+        self.exclusions = ExclusionSet([parse_exclusion(e) for e in cfg.exclusions])
+        self._pattern_rule: list[Rule] = []
+        self._patterns: list[Pattern] = []
+        for rule in self.rules:
+            for p in rule.patterns:
+                self._patterns.append(p)
+                self._pattern_rule.append(rule)
+        self._prefilter = Prefilter(dbs, self._patterns)
+        self._memo: dict[_MemoKey, list[_Flag]] = {}
+        self._group_by_mask: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, cfg: DetectionConfig, cache_dir: Path, *,
+             time_budget_ms: float = 50.0) -> Engine:
+        """Load the packs and the Hyperscan databases (from ``cache_dir`` when the pack hash
+        matches, else compiled and cached). Bad rules are in ``engine.report``."""
+        verdicts = cache.read_verdicts(cache_dir)
+        verdicts.optimistic = True
+        pack = load_pack(cfg, verdicts)
+        dbs = cache.read_databases(cache_dir, pack.hash)
+        if dbs is not None:
+            return cls(cfg, pack, dbs, time_budget_ms, cache_hit=True)
+        try:
+            dbs = _compile(pack)
+        except hyperscan.error:
+            # Some pattern does not compile: judge the unknown ones alone, then rebuild.
+            verdicts.optimistic = False
+            pack = load_pack(cfg, verdicts)
+            dbs = _compile(pack)
+        for p in (p for rule in pack.rules for p in rule.patterns):
+            verdicts.setdefault(verdict_key(p.regex, p.hs_flags), None)
+        cache.write_verdicts(cache_dir, verdicts)
+        cache.write_databases(cache_dir, pack.hash, dbs)
+        return cls(cfg, pack, dbs, time_budget_ms, cache_hit=False)
+
+    # ------------------------------------------------------------------ analysis
+
+    def analyze(self, record: RequestRecord, exclusions: ExclusionSet | None = None,
+                application: str = "") -> list[Hit]:
+        """Hits of the classes whose score reaches the threshold. Never raises."""
+        self.stats.analyzed += 1
+        try:
+            deadline = time.perf_counter() + self.budget_s
+            points = extract(record, self.limits)
+            candidates = self._candidates(points)
+            # Classes that cannot reach the threshold even if every candidate confirms are
+            # dropped before confirming (most weak matches in benign traffic end here).
+            viable = self._viable_classes(c.rule for c in candidates.values())
+            candidates = {k: c for k, c in candidates.items() if c.rule.cls in viable}
+            confirmed = self._confirm(candidates, deadline)
+            return self._report(record, confirmed, exclusions, application)
+        except Exception:  # noqa: BLE001 - SECURITY: attacker input must never crash a worker
+            self.stats.errors += 1
+            log.exception("analysis failed for record %s", as_text(record.get("id", "?")))
+            return []
+
+    def _scan(self, points: Sequence[Point]) -> list[tuple[int, _Flag]]:
+        """(point index, flagged variant) for every variant Hyperscan flags. Values seen
+        before (user agents, accept headers: most header values repeat) come from the memo
+        without decoding or scanning; the others are decoded and scanned per group."""
+        out: list[tuple[int, _Flag]] = []
+        pending: list[list[tuple[int, str, bytes, _MemoKey | None]]] = [[] for _ in GROUPS]
+        cap, passes = self.cfg.max_value_bytes, self.cfg.max_decode_passes
+        memo, groups = self._memo, self._group_by_mask
+        # The hot loop of the engine: kept free of per-point function calls where it can.
+        for i, (mask, _, value) in enumerate(points):
+            g = groups.get(mask)
+            if g is None:
+                g = groups[mask] = group_of(mask)
+            key = (g, value) if len(value) <= MEMO_VALUE_MAX else None
+            known = memo.get(key) if key is not None else None
+            if known is not None:
+                if known:
+                    out.extend((i, flag) for flag in known)
+                continue
+            for v in variants(value, passes, cap):
+                pending[g].append((i, v, _encode(v)[:cap], key))
+        for g, segs in enumerate(pending):
+            if segs:
+                self._scan_group(g, segs, out)
+        return out
+
+    def _scan_group(self, g: int, segs: list[tuple[int, str, bytes, _MemoKey | None]],
+                    out: list[tuple[int, _Flag]]) -> None:
+        found_by_seg = dict(self._prefilter.scan(g, [s[2] for s in segs]))
+        learned: dict[_MemoKey, list[_Flag]] = {}
+        for j, (i, text, data, key) in enumerate(segs):
+            found = found_by_seg.get(j)
+            flags = learned.setdefault(key, []) if key is not None else None
+            if found:
+                flag = (text, data, found)
+                out.append((i, flag))
+                if flags is not None:
+                    flags.append(flag)
+        if len(self._memo) + len(learned) > MEMO_SIZE:
+            self._memo.clear()  # SECURITY: bounded; a flood of new values only resets it
+        self._memo.update(learned)
+
+    def _candidates(self, points: Sequence[Point]) -> dict[tuple[str, tuple[str, ...]], _Candidate]:
+        """(rule, point) pairs Hyperscan found, filtered by the rules' point kinds."""
+        out: dict[tuple[str, tuple[str, ...]], _Candidate] = {}
+        for i, (text, data, found) in self._scan(points):
+            point = points[i]
+            for pid, end in found.items():
+                rule = self._pattern_rule[pid]
+                if not rule.point_mask & point.mask:
+                    continue
+                py = self._patterns[pid].py
+                if py is not None and py.search(text) is None:
+                    continue  # prefilter-mode pattern: Python re decides
+                cand = out.get((rule.id, point.path))
+                if cand is None:
+                    cand = out[(rule.id, point.path)] = _Candidate(rule, point)
+                cand.matches.append((text, data, end))
+        return out
+
+    def _confirm(self, candidates: dict[tuple[str, tuple[str, ...]], _Candidate],
+                 deadline: float) -> list[tuple[_Candidate, bytes, int]]:
+        """Candidates that pass their confirmer: (candidate, matched bytes, match end)."""
+        confirmed: list[tuple[_Candidate, bytes, int]] = []
+        for cand in candidates.values():
+            if cand.rule.confirm is None:
+                confirmed.append((cand, cand.matches[0][1], cand.matches[0][2]))
+                continue
+            if time.perf_counter() > deadline:
+                self.stats.budget_overruns += 1
+                break
+            check = CONFIRMERS[cand.rule.confirm]
+            match = next((m for m in cand.matches if check(_around(*m))), None)
+            if match is None:
+                self.stats.confirm_rejected += 1
+            else:
+                confirmed.append((cand, match[1], match[2]))
+        return confirmed
+
+    def _report(self, record: RequestRecord, confirmed: list[tuple[_Candidate, bytes, int]],
+                exclusions: ExclusionSet | None, application: str) -> list[Hit]:
+        viable = self._viable_classes(cand.rule for cand, _, _ in confirmed)
+        hits = [(self._hit(record, cand, application), data, end)
+                for cand, data, end in confirmed if cand.rule.cls in viable]
+        excl = [x for x in (self.exclusions, exclusions) if x]
+        if excl:
+            hits = [h for h in hits if not any(x.matches(h[0]) for x in excl)]
+        reported = self._reported_classes([h for h, _, _ in hits])
+        out = []
+        for hit, data, end in hits:
+            if hit["class"] in reported:
+                start, stop = Prefilter.span(end)
+                hit["fragment"] = data[start:stop].decode("utf-8", "replace")[:FRAGMENT_MAX_CHARS]
+                out.append(hit)
+        return out
+
+    def _viable_classes(self, rules: Iterable[Rule]) -> set[str]:
+        """Classes whose distinct rules' scores add up to the threshold."""
+        scores: dict[str, int] = {}
+        for rule in {r.id: r for r in rules}.values():
+            scores[rule.cls] = scores.get(rule.cls, 0) + rule.score
+        return {c for c, score in scores.items() if score >= self.cfg.threshold}
+
+    def _reported_classes(self, hits: list[Hit]) -> set[str]:
+        """Classes whose score (each rule counted once) reaches the threshold."""
+        scores: dict[str, int] = {}
+        seen: set[str] = set()
+        for hit in hits:
+            if hit["rule_id"] not in seen:
+                seen.add(hit["rule_id"])
+                scores[hit["class"]] = scores.get(hit["class"], 0) + hit["score"]
+        return {c for c, score in scores.items() if score >= self.cfg.threshold}
+
+    def _hit(self, record: RequestRecord, cand: _Candidate, application: str) -> Hit:
+        rule, path = cand.rule, list(cand.point.path)
+        host = as_text(record.get("host", ""))
+        response = record.get("response") or {}
+        return {"id": hit_id(record.get("id", ""), rule.id, path),
+                "record_id": record.get("id", ""), "request_id": record.get("request_id", ""),
+                "ts": float(record.get("ts", 0.0)), "client_ip": record.get("client_ip", ""),
+                "host": host, "application": application or host,
+                "method": as_text(record.get("method", "")),
+                "path": as_text(record.get("path", "")), "class": rule.cls,
+                "rule_id": rule.id, "severity": rule.severity, "score": rule.score,
+                "point": path, "fragment": "", "source": record.get("source", ""),
+                "response_status": int(response.get("status", 0) or 0)}
+
+    def clear_memo(self) -> None:
+        """Forget remembered values (benchmarks replaying the same requests call it between
+        rounds, so a replay does not count as repeated traffic)."""
+        self._memo.clear()
+
+    # ------------------------------------------------------------------ rule examples
+
+    def match_value(self, value: str, kind: str, name: str = "q",
+                    prefilter_only: bool = False) -> set[str]:
+        """Rule ids matching ``value`` seen at one point of ``kind`` (no class threshold).
+        With ``prefilter_only``, the Hyperscan stage alone (no ``re`` check, no confirm)."""
+        point = Point(_kind_mask(kind), _kind_path(kind, name), value)
+        if prefilter_only:
+            return self._prefilter_rules(point)
+        confirmed = self._confirm(self._candidates([point]), time.perf_counter() + 60.0)
+        return {cand.rule.id for cand, _, _ in confirmed}
+
+    def _prefilter_rules(self, point: Point) -> set[str]:
+        found: set[str] = set()
+        for _, (_, _, pids) in self._scan([point]):
+            found.update(self._pattern_rule[pid].id for pid in pids
+                         if self._pattern_rule[pid].point_mask & point.mask)
+        return found
+
+
+CONFIRM_WINDOW = 1024  # characters a confirmer sees of a long value, around the match
+
+
+def _around(text: str, data: bytes, end: int) -> str:
+    """What a confirmer looks at: the value, or for a long one the window ending a little
+    after the match (its tokenizer only follows the first tokens, like libinjection)."""
+    if len(text) <= CONFIRM_WINDOW:
+        return text
+    stop = end if len(text) == len(data) else len(data[:end].decode("utf-8", "ignore"))
+    return text[max(0, stop - CONFIRM_WINDOW * 3 // 4): stop + CONFIRM_WINDOW // 4]
+
+
+def _kind_mask(kind: str) -> int:
+    # A header example is a user-input header (it also answers to all_headers rules).
+    return HEADERS if kind == "headers" else (ARGS if kind == "args" else KIND_BIT[kind])
+
+
+def _kind_path(kind: str, name: str) -> tuple[str, ...]:
+    return {"path": ("path",), "method": ("method",), "body": ("body",),
+            "headers": ("header", name), "all_headers": ("header", name),
+            "cookies": ("cookie", name), "filenames": ("body", "multipart", name, "filename"),
+            "arg_names": ("query", name, "#name")}.get(kind, ("query", name))
+
+
+def _compile(pack: Pack) -> Databases:
+    patterns = [p for rule in pack.rules for p in rule.patterns]
+    masks = [rule.point_mask for rule in pack.rules for _ in rule.patterns]
+    return compile_databases(patterns, masks)

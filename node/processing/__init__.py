@@ -1,0 +1,1 @@
+"""Processing role: worker processes that turn request records into hits (see supervisor.py)."""

@@ -1,0 +1,279 @@
+"""The batch listener (``receiver.batch_listen``, :8446): ``POST /v1/batch`` from the Envoy Lua
+plugin, plus ``/healthz``, ``/readyz`` and ``/metrics`` of the receiver role.
+
+Where it sits: the plugin posts msgpack ``{"v": 1, "records": [...]}`` with a bearer token;
+each valid record (``batch_record``) goes to the stream writer, as a mirrored request does.
+
+Answers (DESIGN.md "Lua batch wire format"): 202 ``{"accepted", "rejected", "errors":
+[{"index", "error"}]}``; 400 not msgpack or not that shape; 401 without the right token (and
+always when no batch token is configured); 413 above ``max_batch_bytes`` (Content-Length or
+bytes read) or ``max_batch_records``; 503 when the writer is shedding (nothing queued: the
+plugin drops and counts, it never retries into the request path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hmac
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from node.receiver.batch_record import BatchRecordBuilder, RecordError
+from node.receiver.context import ReceiverContext
+
+
+@dataclass
+class Inflight:
+    """Batches being read or checked right now (``receiver.max_inflight`` bounds it)."""
+
+    count: int = 0
+
+
+CTX = web.AppKey("receiver_context", ReceiverContext)
+BUILDER = web.AppKey("batch_record_builder", BatchRecordBuilder)
+INFLIGHT = web.AppKey("batch_inflight", Inflight)
+MAX_ERRORS_LISTED = 100  # the answer stays small whatever the batch
+READ_CHUNK = 256 * 1024
+MAX_MAP_LEN = 1024  # keys of one msgpack map (records have ~20 fields)
+
+
+class BatchRejected(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def make_batch_app(ctx: ReceiverContext) -> web.Application:
+    app = web.Application()
+    app[CTX] = ctx
+    app[BUILDER] = BatchRecordBuilder(ctx.cfg.receiver, ctx.realip, ctx.ids.new)
+    app[INFLIGHT] = Inflight()
+    app.router.add_post("/v1/batch", post_batch)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body),
+                        content_type="application/json", headers=headers or None)
+
+
+def _reject(ctx: ReceiverContext, exc: BatchRejected) -> web.Response:
+    ctx.metrics.rejected.labels(exc.reason).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    return _json(exc.status, {"error": str(exc)}, **headers)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    ctx, inflight = request.app[CTX], request.app[INFLIGHT]
+    inflight.count += 1
+    try:
+        return await _handle_batch(ctx, request, inflight.count)
+    finally:
+        inflight.count -= 1
+
+
+async def _handle_batch(ctx: ReceiverContext, request: web.Request,
+                        inflight: int) -> web.Response:
+    try:
+        _check_token(ctx, request)
+        _check_capacity(ctx, request, inflight)
+        body = await _read_body(request, ctx.cfg.receiver.max_batch_bytes)
+        with _no_gc():
+            items, lossy = unpack_batch(body, ctx.cfg.receiver.max_batch_bytes,
+                                        ctx.cfg.receiver.max_batch_records)
+            return _accept(ctx, request.app[BUILDER], items, _peer(request), lossy)
+    except BatchRejected as exc:
+        return _reject(ctx, exc)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Unpacking and checking a batch allocates thousands of containers and no cycles; the
+    cyclic GC would run many collections over them for nothing (~30% of the CPU of a batch).
+    Synchronous code only: no other task runs while it is off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check_token(ctx: ReceiverContext, request: web.Request) -> None:
+    expected = ctx.batch_token
+    given = request.headers.get("Authorization", "")
+    scheme, _, token = given.partition(" ")
+    # SECURITY: constant-time comparison; no configured token means no batch is accepted.
+    ok = (expected is not None and scheme.lower() == "bearer"
+          and hmac.compare_digest(token.strip().encode(), expected.encode()))
+    if not ok:
+        raise BatchRejected(401, "unauthorized", "missing or wrong bearer token")
+
+
+def _check_capacity(ctx: ReceiverContext, request: web.Request, inflight: int) -> None:
+    length = request.content_length
+    if length is not None and length > ctx.cfg.receiver.max_batch_bytes:
+        raise BatchRejected(413, "too_large", "batch larger than max_batch_bytes")
+    # SECURITY: bounded concurrency (memory: each batch in progress holds its body).
+    if inflight > ctx.cfg.receiver.max_inflight or ctx.writer.shed_reason() is not None:
+        raise BatchRejected(503, "overloaded", "node overloaded; batch not accepted")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, read in chunks and refused as soon as it passes ``limit`` (chunked uploads
+    have no Content-Length to check up front)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(READ_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:  # SECURITY: memory bound for a hostile or broken sender
+            raise BatchRejected(413, "too_large", "batch larger than max_batch_bytes")
+        parts.append(chunk)
+
+
+def unpack_batch(body: bytes, max_bytes: int,
+                 max_records: int) -> tuple[list[tuple[Any, bytes]], bool]:
+    """((item, its packed bytes) for each record, lossy?) or BatchRejected (400 / 413)."""
+    try:
+        return _unpack(body, max_bytes, max_records, "strict"), False
+    except UnicodeDecodeError:
+        # Lua strings are bytes: a header or body may be sent as a msgpack str that is not
+        # UTF-8. Keep those bytes (batch_record.check_text turns them back into bytes).
+        return _unpack(body, max_bytes, max_records, "surrogateescape"), True
+
+
+def _unpack(body: bytes, max_bytes: int, max_records: int,
+            errors: str) -> list[tuple[Any, bytes]]:
+    # SECURITY: explicit limits so a hostile batch cannot make the unpacker allocate more
+    # than the body's size suggests; no ext types, no non-string map keys.
+    unpacker = msgpack.Unpacker(raw=False, unicode_errors=errors, strict_map_key=True,
+                                max_buffer_size=max(1, len(body)), max_str_len=max_bytes,
+                                max_bin_len=max_bytes, max_ext_len=0,
+                                max_array_len=max(max_records, 4096), max_map_len=MAX_MAP_LEN)
+    unpacker.feed(body)
+    try:
+        records, version = _read_batch(unpacker, body, max_records)
+    except UnicodeDecodeError:
+        raise
+    except BatchRejected:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        message = str(exc)
+        too_big = "exceeds max_" in message and "max_ext_len" not in message
+        raise BatchRejected(413 if too_big else 400, "too_large" if too_big else "bad_msgpack",
+                            "batch exceeds the unpack limits" if too_big
+                            else "body is not a msgpack document") from None
+    if version != 1 or records is None:
+        raise BatchRejected(400, "bad_shape", 'expected a map {"v": 1, "records": [...]}')
+    return records
+
+
+def _read_batch(unpacker: msgpack.Unpacker, body: bytes,
+                max_records: int) -> tuple[list[tuple[Any, bytes]] | None, Any]:
+    """Walk the top-level map, keeping each record's byte span (so an unchanged record can be
+    queued without being packed again)."""
+    try:
+        keys = unpacker.read_map_header()
+    except ValueError:
+        msgpack.unpackb(body)  # raises when it is not msgpack at all: bad_msgpack
+        raise BatchRejected(400, "bad_shape", 'expected a map {"v": 1, "records": [...]}') \
+            from None
+    records: list[tuple[Any, bytes]] | None = None
+    version = None
+    for _ in range(keys):
+        key = unpacker.unpack()
+        if key == "records" and records is None:
+            records = _read_records(unpacker, body, max_records)
+        elif key == "v":
+            version = unpacker.unpack()
+        else:
+            unpacker.skip()
+    if unpacker.tell() != len(body):
+        raise BatchRejected(400, "bad_msgpack", "data after the batch")
+    return records, version
+
+
+def _read_records(unpacker: msgpack.Unpacker, body: bytes,
+                  max_records: int) -> list[tuple[Any, bytes]]:
+    try:
+        count = unpacker.read_array_header()
+    except ValueError:
+        raise BatchRejected(400, "bad_shape", '"records" must be an array') from None
+    if count > max_records:
+        raise BatchRejected(413, "too_many_records", "more records than max_batch_records")
+    out = []
+    start = unpacker.tell()
+    for _ in range(count):
+        item = unpacker.unpack()
+        end = unpacker.tell()
+        out.append((item, body[start:end]))
+        start = end
+    return out
+
+
+def _accept(ctx: ReceiverContext, builder: BatchRecordBuilder,
+            items: list[tuple[Any, bytes]], peer: str, lossy: bool) -> web.Response:
+    packed: list[bytes] = []
+    sources: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for index, (item, raw) in enumerate(items):
+        try:
+            record, source = builder.pack(item, raw, peer, lossy)
+        except RecordError as exc:
+            errors.append({"index": index, "error": str(exc)})
+            continue
+        packed.append(record)
+        sources.append(source)
+    if errors:
+        ctx.metrics.rejected.labels("bad_record").inc(len(errors))
+    if packed:
+        for source, n in Counter(sources).items():
+            ctx.metrics.received.labels(source).inc(n)
+        if ctx.writer.offer_packed(packed, sources, sum(map(len, packed))) is not None:
+            return _json(503, {"error": "node overloaded; batch not accepted"})
+    return _json(202, {"accepted": len(packed), "rejected": len(errors),
+                       "errors": errors[:MAX_ERRORS_LISTED]})
+
+
+def _peer(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers (the receiver sheds everything otherwise)."""
+    ctx = request.app[CTX]
+    try:
+        await asyncio.wait_for(ctx.redis.ping(), ctx.cfg.redis.socket_timeout_s)
+    except (RedisError, OSError, TimeoutError):
+        return _json(503, {"status": "redis unreachable"})
+    return _json(200, {"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ctx.metrics.buffered.set(ctx.writer.buffered)
+    return web.Response(body=generate_latest(ctx.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})

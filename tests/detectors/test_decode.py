@@ -1,0 +1,128 @@
+"""The decoding table: each transform on its own, the variants of a value, and bounds on
+hostile values (sizes and counts are asserted, never times)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from node.detectors.decode import TRANSFORMS, explain, variants
+
+BY_NAME = {t.name: t for t in TRANSFORMS}
+
+TRANSFORM_CASES = [
+    ("url", "%27%20or%201%3D1", "' or 1=1"),
+    ("url", "a+b", "a b"),
+    ("url", "%u003cscript%u003e", "<script>"),
+    ("url", "%c0%af", "/"),  # overlong UTF-8 slash
+    ("url", "%e0%80%ae%e0%80%ae", ".."),  # 3-byte overlong dots
+    ("url", "%C3%A9", "é"),
+    ("html_entities", "&lt;script&gt;", "<script>"),
+    ("html_entities", "&#60;&#x3C;&#0000060", "<<<"),
+    ("html_entities", "&lt&gt", "<>"),  # missing semicolons
+    ("html_entities", "&quot;&apos;&amp;", "\"'&"),
+    ("js_escapes", r"\x3cscript\x3e", "<script>"),
+    ("js_escapes", r"\u003cimg\u003e", "<img>"),
+    ("js_escapes", r"\u{3c}svg", "<svg"),
+    ("js_escapes", r"\74a\76", "<a>"),
+    ("unicode", "ＳＥＬＥＣＴ", "select"),  # fullwidth
+    ("unicode", "＜script＞", "<script>"),
+    ("whitespace", "union\t\n  select", "union select"),
+    ("base64", base64.b64encode(b"<script>alert(1)</script>").decode(),
+     "<script>alert(1)</script>"),
+    ("base64", "x=" + base64.b64encode(b"; cat /etc/passwd #").decode(),
+     "x=; cat /etc/passwd #"),
+    ("sql_comments", "union/**/select", "union select"),
+    ("sql_comments", "/*!50000select*/ 1", " select  1"),
+    ("sql_comments", "1 /* unterminated", "1  "),
+    ("path", "..\\..\\windows\\win.ini", "../../windows/win.ini"),
+    ("path", "/a//b/./c/../d", "/a/b/c/../d"),  # ".." stays visible
+    ("shell", "c'a't /etc/pa\"ss\"wd", "cat /etc/passwd"),
+    ("shell", "c\\at /etc/passwd", "cat /etc/passwd"),
+    ("shell", "cat${IFS}/etc/passwd", "cat /etc/passwd"),
+    ("shell", "ca$@t /etc/passwd", "cat /etc/passwd"),
+]
+
+
+@pytest.mark.parametrize("name,value,expected", TRANSFORM_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(TRANSFORM_CASES)])
+def test_transform(name: str, value: str, expected: str) -> None:
+    t = BY_NAME[name]
+    assert t.trigger.search(value), "the trigger must fire where the transform changes"
+    assert t.fn(value) == expected
+
+
+NO_CHANGE = [
+    ("base64", "abcdefghijklmnopqrstuvwxyz"),  # a word, not base64
+    ("base64", "0123456789abcdef0123456789abcdef"),  # hex
+    ("base64", base64.b64encode(bytes(range(256))).decode()),  # binary, not text
+    ("html_entities", "fish & chips"),
+    ("path", "/api/v1/users"),
+    ("sql_comments", "a / b * c"),
+]
+
+
+@pytest.mark.parametrize("name,value", NO_CHANGE, ids=[f"{n}-{i}" for i, (n, _) in
+                                                        enumerate(NO_CHANGE)])
+def test_transform_leaves_alone(name: str, value: str) -> None:
+    assert BY_NAME[name].fn(value) == value
+
+
+VARIANT_CASES = [
+    ("plain", "hello", ["hello"]),
+    ("user agent", "Mozilla/5.0 (X11; Linux x86_64)", ["Mozilla/5.0 (X11; Linux x86_64)"]),
+    ("double url", "%2527%20or%201%3D1", ["%2527%20or%201%3D1", "%27 or 1=1", "' or 1=1"]),
+    # one pass runs every decoder in turn: URL then HTML in the same pass
+    ("url then html", "%26lt%3Bscript%26gt%3B", ["%26lt%3Bscript%26gt%3B", "<script>"]),
+    ("fullwidth", "ＳＥＬＥＣＴ", ["ＳＥＬＥＣＴ", "select"]),
+]
+
+
+@pytest.mark.parametrize("name,value,expected", VARIANT_CASES,
+                         ids=[c[0] for c in VARIANT_CASES])
+def test_variants(name: str, value: str, expected: list[str]) -> None:
+    assert variants(value) == expected
+
+
+def test_passes_are_capped() -> None:
+    value = "%" + "25" * 0 + "3C"
+    for _ in range(6):
+        value = value.replace("%", "%25")
+    out = variants(value, max_passes=3)
+    assert "<" not in "".join(out)  # 7 levels deep: beyond 3 passes, never fully decoded
+    assert len(out) <= 4
+
+
+def test_explain_lists_the_transforms_that_apply() -> None:
+    names = [name for name, _ in explain("union/**/select%20x")]
+    assert names == ["url", "sql_comments"]
+
+
+def _nested_base64(levels: int) -> str:
+    value = "<script>alert(1)</script>"
+    for _ in range(levels):
+        value = base64.b64encode(value.encode()).decode()
+    return value
+
+
+HOSTILE = [
+    ("1 MB value", "A%41" * 262144),
+    ("huge repetition", "'" * 1_000_000),
+    ("nested base64", _nested_base64(30)),
+    ("url bomb", "%25" * 300000),
+    ("entity bomb", "&amp;" * 200000),
+    ("escape bomb", "\\x5c" * 200000),
+    ("nfkc expansion", "\ufdfa" * 100000),  # one char -> 18 chars under NFKC
+    ("invalid utf-8", bytes(range(256)).decode("utf-8", "surrogateescape") * 1000),
+    ("comments", "/*" * 300000),
+    ("ifs", "${IFS}" * 200000),
+]
+
+
+@pytest.mark.parametrize("name,value", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_values_are_bounded(name: str, value: str) -> None:
+    cap = 16384
+    out = variants(value, max_passes=3, max_len=cap)
+    assert 1 <= len(out) <= 10
+    assert all(len(v) <= cap for v in out)

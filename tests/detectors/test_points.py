@@ -1,0 +1,166 @@
+"""Point extraction for every part of a request and every body kind, with its limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from detect_helpers import record
+
+from node.detectors.pack import KIND_BIT
+from node.detectors.points import Limits, Point, extract
+from node.records import RequestRecord
+
+
+def points(rec: RequestRecord, **limits: Any) -> dict[tuple[str, ...], Point]:
+    return {p.path: p for p in extract(rec, Limits(**limits))}
+
+
+def kinds(point: Point) -> set[str]:
+    return {k for k, bit in KIND_BIT.items() if point.mask & bit}
+
+
+def test_request_line_and_query() -> None:
+    got = points(record(method="POST", path="/a/b", query="id=1%27&q=a+b&flag"))
+    assert got[("method",)].value == "POST" and kinds(got[("method",)]) == {"method"}
+    assert got[("path",)].value == "/a/b" and kinds(got[("path",)]) == {"path"}
+    assert got[("query", "id")].value == "1'"  # once decoded, as the application sees it
+    assert got[("query", "q")].value == "a b"
+    assert got[("query", "id", "#name")].value == "id"
+    assert kinds(got[("query", "id", "#name")]) == {"arg_names"}
+    assert kinds(got[("query", "flag")]) == {"args", "arg_names"}
+
+
+def test_repeated_args_are_all_extracted() -> None:
+    pts = extract(record(query="id=1&id=2%20or%201=1"), Limits())
+    assert [p.value for p in pts if p.path == ("query", "id")] == ["1", "2 or 1=1"]
+
+
+def test_path_segments_with_odd_characters() -> None:
+    got = points(record(path="/files/..%2f..%2fetc/passwd"))
+    assert got[("path", "2")].value == "..%2f..%2fetc"
+    assert ("path", "1") not in got  # plain segments are not repeated
+
+
+def test_headers_and_cookies() -> None:
+    got = points(record(headers=[["User-Agent", "sqlmap/1.7"], ["Cookie", "sid=abc; t=x%27"],
+                                 ["Accept", "text/html"], ["X-Api-Key", "k"],
+                                 ["X-Request-Id", "rid"]]))
+    assert kinds(got[("header", "user-agent")]) == {"headers", "all_headers"}
+    assert kinds(got[("header", "accept")]) == {"all_headers"}
+    assert kinds(got[("header", "x-api-key")]) == {"headers", "all_headers"}
+    assert kinds(got[("header", "x-request-id")]) == {"all_headers"}
+    assert got[("cookie", "t")].value == "x%27" and kinds(got[("cookie", "t")]) == {"cookies"}
+    assert ("header", "cookie") not in got
+
+
+JSON_BODY = json.dumps({"user": {"name": "O'Neil", "tags": ["a", "<b>"]}, "n": 3}).encode()
+MULTIPART = (b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello' or 1=1\r\n"
+             b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; "
+             b"filename=\"../../shell.php\"\r\nContent-Type: image/png\r\n\r\n"
+             b"<?php system($_GET['c']); ?>\r\n"
+             b"--XyZ--\r\n")
+XML_BODY = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b'<r a="1&quot;"><name>&x;</name><![CDATA[<script>]]></r>')
+
+BODY_CASES = [
+    ("json", "application/json", JSON_BODY,
+     {("json", "user", "name"): "O'Neil", ("json", "user", "tags", "1"): "<b>",
+      ("json", "user", "#name"): "user"}),
+    ("json sniffed", "text/plain", JSON_BODY, {("json", "user", "name"): "O'Neil"}),
+    ("form", "application/x-www-form-urlencoded", b"q=1%27+or+1%3D1&x=2",
+     {("body", "form", "q"): "1' or 1=1", ("body", "form", "x"): "2"}),
+    ("form sniffed", "", b"a=1&b=%3Cscript%3E", {("body", "form", "b"): "<script>"}),
+    ("multipart", "multipart/form-data; boundary=XyZ", MULTIPART,
+     {("body", "multipart", "title"): "hello' or 1=1",
+      ("body", "multipart", "file", "filename"): "../../shell.php",
+      ("body", "multipart", "file"): "<?php system($_GET['c']); ?>"}),
+    ("xml", "application/xml", XML_BODY,
+     {("body", "xml", "name"): "&x;", ("body", "xml", "r", "@a"): "1&quot;"}),
+    ("raw text", "text/plain", b"just; some text", {("body",): "just; some text"}),
+]
+
+
+@pytest.mark.parametrize("name,ctype,body,expected", BODY_CASES, ids=[c[0] for c in BODY_CASES])
+def test_body_kinds(name: str, ctype: str, body: bytes,
+                    expected: dict[tuple[str, ...], str]) -> None:
+    got = points(record(method="POST", body=body,
+                        headers=[["Content-Type", ctype]] if ctype else []))
+    for path, value in expected.items():
+        assert got[path].value == value, path
+
+
+def test_xml_doctype_is_a_body_point_and_never_resolved() -> None:
+    got = points(record(method="POST", body=XML_BODY, headers=[["Content-Type", "text/xml"]]))
+    doc = got[("body", "xml")]
+    assert "body" in kinds(doc) and "<!ENTITY x SYSTEM" in doc.value
+    assert "root:" not in "".join(p.value for p in got.values())
+    assert any("<script>" in p.value for p in got.values())  # CDATA text
+
+
+def test_raw_body_answers_args_and_body_rules() -> None:
+    got = points(record(method="POST", body=b"plain text payload",
+                        headers=[["Content-Type", "text/plain"]]))
+    assert kinds(got[("body",)]) == {"args", "body"}
+
+
+def test_invalid_utf8_survives_as_exact_bytes() -> None:
+    got = points(record(path=b"/a\xff\xfe", query=b"q=%ff\xfe",
+                        headers=[[b"User-Agent", b"x\xc3"]]))
+    assert got[("path",)].value.encode("utf-8", "surrogateescape") == b"/a\xff\xfe"
+    assert got[("header", "user-agent")].value.encode("utf-8", "surrogateescape") == b"x\xc3"
+
+
+def test_max_points_caps_everything() -> None:
+    query = "&".join(f"a{i}={i}" for i in range(10000))
+    assert len(extract(record(query=query), Limits(max_points=50))) == 50
+
+
+def test_method_and_path_come_first_under_the_cap() -> None:
+    pts = extract(record(query="a=1&b=2&c=3"), Limits(max_points=2))
+    assert [p.path for p in pts] == [("method",), ("path",)]
+
+
+def test_json_depth_limit() -> None:
+    doc: Any = "deep"
+    for _ in range(100):
+        doc = {"k": doc}
+    got = points(record(method="POST", body=json.dumps(doc).encode(),
+                        headers=[["Content-Type", "application/json"]]), max_json_depth=8)
+    assert max(len(p) for p in got) <= 8 + 3
+    assert all(p.value != "deep" for p in got.values())
+
+
+HOSTILE_BODIES = [
+    ("json 100k deep", b"[" * 100000 + b"]" * 100000, "application/json"),
+    ("json 100k deep objects", b'{"a":' * 100000 + b"1" + b"}" * 100000, "application/json"),
+    ("broken json", b'{"a": "' + b"x" * 100000, "application/json"),
+    ("xml 100k tags", b"<a>" * 100000, "application/xml"),
+    ("multipart 10k parts", b"--b\r\n\r\nx\r\n" * 10000, "multipart/form-data; boundary=b"),
+    ("multipart no boundary", b"--\r\n" * 1000, "multipart/form-data"),
+    ("invalid utf-8", bytes(range(256)) * 2000, "text/plain"),
+    ("form 100k args", b"a=1&" * 100000, "application/x-www-form-urlencoded"),
+]
+
+
+@pytest.mark.parametrize("name,body,ctype", HOSTILE_BODIES, ids=[h[0] for h in HOSTILE_BODIES])
+def test_hostile_bodies_are_bounded(name: str, body: bytes, ctype: str) -> None:
+    limits = Limits(max_points=512, max_json_depth=32, max_value_bytes=16384)
+    pts = extract(record(method="POST", body=body, headers=[["Content-Type", ctype]]), limits)
+    assert len(pts) <= 512
+    assert all(len(p.value) <= 4 * 16384 for p in pts)
+
+
+def test_cookie_names_with_odd_characters_are_scanned() -> None:
+    got = points(record(headers=[["Cookie", "<script>alert(1)</script>=v; plain=1"]]))
+    name = got[("cookie", "<script>alert(1)</script>", "#name")]
+    assert name.value == "<script>alert(1)</script>" and kinds(name) == {"cookies", "arg_names"}
+    assert ("cookie", "plain", "#name") not in got
+
+
+def test_unknown_headers_carry_user_input() -> None:
+    got = points(record(headers=[["Remote-Ip", "' onselect=alert(1) '"],
+                                 ["Content-Type", "%{(#_='multipart/form-data')}"]]))
+    assert kinds(got[("header", "remote-ip")]) == {"headers", "all_headers"}
+    assert kinds(got[("header", "content-type")]) == {"headers", "all_headers"}
