@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import sys
 import tempfile
@@ -29,6 +30,8 @@ def main() -> int:
     p.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus"))
     p.add_argument("--profile", action="store_true", help="print the top of a cProfile")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--freeze", action="store_true",
+                   help="gc.freeze() after loading (what a worker can do after Engine.load)")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "oob-engine-cache"))
     args = p.parse_args()
     files = sorted(Path(args.corpus).glob("*.jsonl"))
@@ -37,6 +40,8 @@ def main() -> int:
     engine = Engine.load(DetectionConfig(), Path(args.cache), time_budget_ms=1000.0)
     print(f"load {time.perf_counter() - t0:.2f}s cache_hit={engine.cache_hit} "
           f"rules={len(engine.rules)} records={len(records)}")
+    if args.freeze:
+        gc.freeze()
     rates = []
     for _ in range(args.rounds):
         # Each round starts with an empty value memo: a repeated corpus must not count as

@@ -23,7 +23,7 @@ from node.detectors.pack import Verdicts
 from node.detectors.prefilter import Databases
 
 log = logging.getLogger(__name__)
-FORMAT = 3
+FORMAT = 4
 MAX_VERDICTS = 20000  # beyond it the verdict file starts over (bounded growth)
 
 
@@ -31,19 +31,24 @@ def db_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"hs-{key}.bin"
 
 
-def read_databases(cache_dir: Path, key: str) -> Databases | None:
+def read_databases(cache_dir: Path, key: str) -> tuple[Databases, Verdicts] | None:
+    """The databases of pack hash ``key`` with the verdicts of their patterns (so a pattern
+    compiled in prefilter mode is known as such even if ``verdicts.bin`` was lost)."""
     data = _read(db_path(cache_dir, key))
     if data is None:
         return None
     try:
-        return Databases(tuple(data["groups"]), data["anchored"])
-    except (KeyError, TypeError):
+        dbs = Databases(tuple(data["groups"]), data["anchored"])
+        verdicts = Verdicts((str(k), v if isinstance(v, str) else None)
+                            for k, v in data["verdicts"].items())
+    except (KeyError, TypeError, AttributeError):
         return None
+    return dbs, verdicts
 
 
-def write_databases(cache_dir: Path, key: str, dbs: Databases) -> None:
+def write_databases(cache_dir: Path, key: str, dbs: Databases, verdicts: Verdicts) -> None:
     _write(db_path(cache_dir, key), {"format": FORMAT, "groups": list(dbs.groups),
-                                     "anchored": dbs.anchored})
+                                     "anchored": dbs.anchored, "verdicts": dict(verdicts)})
 
 
 def read_verdicts(cache_dir: Path) -> Verdicts:

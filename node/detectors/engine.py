@@ -34,7 +34,10 @@ from node.detectors.pack import (
     Pack,
     Pattern,
     Rule,
+    Verdicts,
     load_pack,
+    pack_files,
+    pack_hash,
     verdict_key,
 )
 from node.detectors.points import ARGS, HEADERS, Limits, Point, extract
@@ -110,12 +113,15 @@ class Engine:
              time_budget_ms: float = 50.0) -> Engine:
         """Load the packs and the Hyperscan databases (from ``cache_dir`` when the pack hash
         matches, else compiled and cached). Bad rules are in ``engine.report``."""
+        key = pack_hash(pack_files(cfg), cfg)
+        cached = cache.read_databases(cache_dir, key)
         verdicts = cache.read_verdicts(cache_dir)
+        if cached is not None:
+            verdicts.update(cached[1])
         verdicts.optimistic = True
         pack = load_pack(cfg, verdicts)
-        dbs = cache.read_databases(cache_dir, pack.hash)
-        if dbs is not None:
-            return cls(cfg, pack, dbs, time_budget_ms, cache_hit=True)
+        if cached is not None and pack.hash == key:
+            return cls(cfg, pack, cached[0], time_budget_ms, cache_hit=True)
         try:
             dbs = _compile(pack)
         except hyperscan.error:
@@ -126,7 +132,9 @@ class Engine:
         for p in (p for rule in pack.rules for p in rule.patterns):
             verdicts.setdefault(verdict_key(p.regex, p.hs_flags), None)
         cache.write_verdicts(cache_dir, verdicts)
-        cache.write_databases(cache_dir, pack.hash, dbs)
+        regexes = {p.regex for rule in pack.rules for p in rule.patterns}
+        own = Verdicts((k, v) for k, v in verdicts.items() if k.split(":", 1)[1] in regexes)
+        cache.write_databases(cache_dir, pack.hash, dbs, own)
         return cls(cfg, pack, dbs, time_budget_ms, cache_hit=False)
 
     # ------------------------------------------------------------------ analysis

@@ -22,8 +22,11 @@ import yaml
 
 from node.config import CLASSES, DetectionConfig
 
-# Bump when the engine changes what a compiled database or a decoded value means.
-ENGINE_VERSION = "oob-engine-1"
+# Bump when the engine changes what a compiled database means. The source of the modules
+# that build the databases is hashed into the pack hash too (ENGINE_SOURCES), so an edit to
+# them can never load a database compiled under other rules of the game.
+ENGINE_VERSION = "oob-engine-2"
+ENGINE_SOURCES = ("pack.py", "prefilter.py", "rewrite.py")
 
 BUILTIN_DIR = Path(__file__).parent / "rules"
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -140,11 +143,14 @@ def pack_files(cfg: DetectionConfig) -> list[Path]:
 
 
 def pack_hash(files: Iterable[Path], cfg: DetectionConfig) -> str:
-    """Hash of every pack file's content, the engine and Hyperscan versions, and the
-    config that changes the compiled set (disabled rules and classes)."""
+    """Hash of every pack file's content, the engine (version and source of the modules
+    that compile) and Hyperscan versions, and the config that changes the compiled set
+    (disabled rules and classes)."""
     h = hashlib.sha256()
     h.update(ENGINE_VERSION.encode())
     h.update(str(hyperscan.__version__).encode())
+    for name in ENGINE_SOURCES:
+        h.update(hashlib.sha256((Path(__file__).parent / name).read_bytes()).digest())
     for path in files:
         h.update(path.name.encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())

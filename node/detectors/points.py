@@ -7,8 +7,9 @@ is both ``headers`` and ``all_headers``), ``path`` is what a hit reports (``("qu
 ``("json", "user", "name")``, ``("body", "multipart", "file", "filename")``...).
 
 Values are once URL-decoded where the application would decode them (query, form, cookie
-names); the decoding pipeline does the rest. Bodies are parsed by content type, sniffed when
-the header lies (a JSON-looking body is parsed as JSON). # SECURITY: every parser is bounded:
+names); the decoding pipeline does the rest. Bodies are inflated when ``Content-Encoding``
+says gzip/deflate (bounded), then parsed by content type, sniffed when the header lies (a
+JSON-looking body is parsed as JSON). # SECURITY: every parser is bounded:
 ``max_points`` in total, ``max_json_depth`` nesting, values cut at ``max_value_bytes``; XML
 is tokenized with regexes and entities are never resolved (no network, no expansion).
 """
@@ -16,6 +17,7 @@ is tokenized with regexes and entities are never resolved (no network, no expans
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -123,7 +125,8 @@ def extract(record: RequestRecord, limits: Limits) -> list[Point]:
     if body:
         # Not lowercased here: the multipart boundary is case-sensitive.
         ctype = next((v for n, v in headers if n == "content-type"), "")
-        _body(out, bytes(body), ctype)
+        coding = next((v.lower() for n, v in headers if n == "content-encoding"), "")
+        _body(out, _decompressed(bytes(body), coding, limits.max_value_bytes * 4), ctype)
     for name, value in headers:
         if name in FIXED_HEADERS:
             out.add(ALL_HEADERS, ("header", name), value)
@@ -173,6 +176,21 @@ def _cookies(out: _Out, header: str) -> None:
 
 
 # ----------------------------------------------------------------------------- bodies
+
+def _decompressed(body: bytes, coding: str, cap: int) -> bytes:
+    """gzip/deflate bodies inflated here, never by the listener (DESIGN: decoding is a
+    bounded step of processing). # SECURITY: output capped (zip bombs stop at ``cap``);
+    a body that does not inflate (a fake ``gzip``, a truncated stream) is kept as sent."""
+    if "gzip" in coding or "deflate" in coding:
+        for wbits in (47, -15):  # 47: zlib or gzip header, detected; -15: raw deflate
+            try:
+                out = zlib.decompressobj(wbits).decompress(body, cap)
+            except zlib.error:
+                continue
+            if out:
+                return out
+    return body
+
 
 def _body(out: _Out, body: bytes, ctype: str) -> None:
     body = body[: out.limits.max_value_bytes * 4]

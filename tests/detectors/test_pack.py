@@ -105,3 +105,13 @@ def test_hash_covers_engine_config(tmp_path: Path) -> None:
     cfg = DetectionConfig()
     files = pack_files(cfg)
     assert pack_hash(files, cfg) != pack_hash(files, DetectionConfig(disabled_rules=["x"]))
+
+
+def test_prefilter_mode_survives_a_lost_verdict_file(make_engine: Callable[..., Engine],
+                                                     tmp_path: Path) -> None:
+    lookahead = rule("sqli-look", [r"select\s+(?!from)\w+"], match=["select x"])
+    make_engine({"sqli": [lookahead]})
+    (tmp_path / "cache" / "verdicts.bin").unlink()
+    again = make_engine({"sqli": [lookahead]})
+    assert again.cache_hit and again.rules[0].patterns[0].prefilter
+    assert again.match_value("select from", "args") == set()

@@ -164,3 +164,32 @@ def test_unknown_headers_carry_user_input() -> None:
                                  ["Content-Type", "%{(#_='multipart/form-data')}"]]))
     assert kinds(got[("header", "remote-ip")]) == {"headers", "all_headers"}
     assert kinds(got[("header", "content-type")]) == {"headers", "all_headers"}
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+    return gzip.compress(data)
+
+
+def _deflate_raw(data: bytes) -> bytes:
+    import zlib
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize("coding,encode", [("gzip", _gzip), ("deflate", _deflate_raw)])
+def test_compressed_bodies_are_inflated(coding: str, encode: Any) -> None:
+    got = points(record(method="POST", body=encode(b"q=1%27%20or%201%3D1"),
+                        headers=[["Content-Type", "application/x-www-form-urlencoded"],
+                                 ["Content-Encoding", coding]]))
+    assert got[("body", "form", "q")].value == "1' or 1=1"
+
+
+def test_fake_gzip_is_kept_as_sent_and_bombs_are_capped() -> None:
+    got = points(record(method="POST", body=b"a=<script>", headers=[
+        ["Content-Encoding", "gzip"], ["Content-Type", "application/x-www-form-urlencoded"]]))
+    assert got[("body", "form", "a")].value == "<script>"
+    bomb = _gzip(b"A" * 50_000_000)  # 50 MB inflating from ~50 KB
+    pts = extract(record(method="POST", body=bomb, headers=[["Content-Encoding", "gzip"]]),
+                  Limits(max_value_bytes=16384))
+    assert all(len(p.value) <= 16384 * 4 for p in pts)
