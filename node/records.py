@@ -85,7 +85,7 @@ Hit = TypedDict(
 HIT_FIELDS: tuple[str, ...] = tuple(Hit.__annotations__)
 
 # Optional hit fields aggregation reads when present (outside Hit so HIT_FIELDS stays exact):
-# "response_evidence": label from node.aggregation.outcome.response_evidence(status, body),
+# "response_evidence": label from node.detectors.evidence.response_evidence(status, body),
 #   marks the attempt as probably succeeded; "fingerprint": digest of method, URL and body,
 #   pairs a mirror copy with its Lua record when there is no x-request-id; "query": the raw
 #   query string, shown in the console's request line (redacted before storage).

@@ -167,11 +167,14 @@ def path_normalize(value: str) -> str:
 
 
 _IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
-_QUOTES = re.compile(r"""''|""|(?<=\w)['"]+(?=\w)|\\(?=[A-Za-z/])""")
+# Quotes only group words for the shell ('rmt' == rmt, "c"at == cat), a backslash before a
+# letter escapes nothing, and an empty substitution (``, $(), <(), >()) expands to nothing.
+_QUOTES = re.compile(r"""['"]+|\\(?=[A-Za-z/])|``|\$\(\s*\)|[<>]\(\s*\)""")
 
 
 def shell_fold(value: str) -> str:
-    """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd`` as the shell reads them."""
+    """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd``, ``pi``ng``, ``'rmt' -v`` as
+    the shell reads them."""
     value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
     return _QUOTES.sub("", value)
 
@@ -192,7 +195,7 @@ TRANSFORMS: tuple[Transform, ...] = (
     Transform("base64", "fold", _t(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + "}"), base64_decode),
     Transform("sql_comments", "fold", _t(r"/\*"), sql_comment_fold),
     Transform("path", "fold", _t(r"\\|//|/\./"), path_normalize),
-    Transform("shell", "fold", _t(r"""['"\\]|\$[{@*I9]"""), shell_fold),
+    Transform("shell", "fold", _t(r"""['"\\`]|\$[{@*I9(]|[<>]\("""), shell_fold),
 )
 DECODERS = tuple(t for t in TRANSFORMS if t.stage == "decoder")
 CANONICAL = tuple(t for t in TRANSFORMS if t.stage == "canonical")

@@ -170,9 +170,11 @@ def _cookies(out: _Out, header: str) -> None:
         name, _, value = part.strip().partition("=")
         if name or value:
             out.add(COOKIES, ("cookie", name[:64]), value)
-        if not _PLAIN_NAME.fullmatch(name):
-            # A payload in the cookie name ("<script>=1") is scanned like a value too.
-            out.add(COOKIES | ARG_NAMES, ("cookie", name[:64], "#name"), name)
+        # A payload in the cookie name ("<script>=1", "java.lang.Runtime=x") is scanned like
+        # a value too; odd-looking names also answer to arg_names rules (plain ones do not:
+        # "PHPSESSID" is a normal cookie name but an odd query parameter name).
+        mask = COOKIES if _PLAIN_NAME.fullmatch(name) else COOKIES | ARG_NAMES
+        out.add(mask, ("cookie", name[:64], "#name"), name)
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -199,6 +201,9 @@ def _body(out: _Out, body: bytes, ctype: str) -> None:
     if "multipart/" in ctype and _multipart(out, body, raw_ctype):
         return
     if ("json" in ctype or head[:1] in (b"{", b"[")) and _json(out, body):
+        # The document as sent is a body point too: operators only show with their
+        # context ({"password": {"$gt": ""}}), which single keys and values lose.
+        out.add(BODY, ("body", "json"), bytes_to_text(body[: out.limits.max_value_bytes]))
         return
     if "xml" in ctype or head[:1] == b"<":
         _xml(out, bytes_to_text(body))
@@ -300,6 +305,9 @@ def _part(out: _Out, part: bytes) -> None:
     fields = {k.lower(): (q if q is not None else u).strip()
               for k, q, u in (m.groups() for m in _DISPOSITION.finditer(head))}
     name = bytes_to_text(fields.get(b"name", b""))[:64]
+    if name:
+        out.add(ARG_NAMES, ("body", "multipart", name, "#name"), name)
+    _part_headers(out, name, head)
     if b"filename" in fields:
         out.add(FILENAMES, ("body", "multipart", name, "filename"),
                 bytes_to_text(fields[b"filename"]))
@@ -307,3 +315,17 @@ def _part(out: _Out, part: bytes) -> None:
         content = content[:-2]
     out.add(ARGS, ("body", "multipart", name),
             bytes_to_text(content[: out.limits.max_value_bytes]))
+
+
+_PART_HEADER = re.compile(rb"^([\w-]{1,64})[ \t]*:[ \t]*(.*?)\r?$", re.M)
+
+
+def _part_headers(out: _Out, name: str, head: bytes) -> None:
+    """A part's own headers but Content-Disposition (already split into name/filename):
+    its Content-Type (``charset=utf-7`` to slip past filters) or any header a client
+    invented carries input like a request header."""
+    for m in _PART_HEADER.finditer(head[:4096]):
+        hname = m.group(1).decode("ascii").lower()
+        if hname != "content-disposition":
+            out.add(HEADERS, ("body", "multipart", name, "#header", hname),
+                    bytes_to_text(m.group(2)))

@@ -40,6 +40,7 @@ from node.config import NodeConfig
 from node.logs import safe, setup_logging
 from node.metrics import HIT_CLASSES, ProcessingMetrics
 from node.processing.applications import ApplicationMap
+from node.processing.enrich import enrich_hits
 from node.processing.exclusion_sync import ExclusionSync
 from node.processing.telemetry import TelemetrySender
 from node.queue.connection import redis_client
@@ -164,7 +165,7 @@ class Worker:
         if self.busy is not None:
             self.busy.value = time.monotonic()
         try:
-            return self.analyze(record, exclusions, application)
+            return enrich_hits(record, self.analyze(record, exclusions, application))
         finally:
             if self.busy is not None:
                 self.busy.value = 0.0

@@ -2,7 +2,9 @@
 plugin, plus ``/healthz``, ``/readyz`` and ``/metrics`` of the receiver role.
 
 Where it sits: the plugin posts msgpack ``{"v": 1, "records": [...]}`` with a bearer token;
-each valid record (``batch_record``) goes to the stream writer, as a mirrored request does.
+each valid record goes to the stream writer, as a mirrored request does. Each record is first
+offered to the C-validated fast path (``batch_fast``); one it declines is unpacked alone and
+checked in Python (``batch_record``), which rejects it with a message naming the field.
 
 Answers (DESIGN.md "Lua batch wire format"): 202 ``{"accepted", "rejected", "errors":
 [{"index", "error"}]}``; 400 not msgpack or not that shape; 401 without the right token (and
@@ -18,16 +20,18 @@ import contextlib
 import gc
 import hmac
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import orjson
 from aiohttp import web
+from msgspec import Raw
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from node.receiver.batch_fast import FastRecords, record_spans
 from node.receiver.batch_record import BatchRecordBuilder, RecordError
 from node.receiver.context import ReceiverContext
 
@@ -39,14 +43,6 @@ class Inflight:
     count: int = 0
 
 
-CTX = web.AppKey("receiver_context", ReceiverContext)
-BUILDER = web.AppKey("batch_record_builder", BatchRecordBuilder)
-INFLIGHT = web.AppKey("batch_inflight", Inflight)
-MAX_ERRORS_LISTED = 100  # the answer stays small whatever the batch
-READ_CHUNK = 256 * 1024
-MAX_MAP_LEN = 1024  # keys of one msgpack map (records have ~20 fields)
-
-
 class BatchRejected(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -54,10 +50,41 @@ class BatchRejected(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Packers:
+    """Per-record work of a batch: the fast path, else the record alone through Python."""
+
+    fast: FastRecords
+    full: BatchRecordBuilder
+    max_bytes: int
+    max_records: int
+
+    def pack(self, span: Raw | bytes, peer: str) -> tuple[bytes, str]:
+        """(packed record, source); RecordError for a bad record, BatchRejected for bytes
+        that are not msgpack (as when the whole batch was unpacked at once)."""
+        done = self.fast.pack(span, peer)
+        if done is not None:
+            return done
+        raw = bytes(span)
+        item, lossy = unpack_record(raw, self.max_bytes, self.max_records)
+        return self.full.pack(item, raw, peer, lossy)
+
+
+CTX = web.AppKey("receiver_context", ReceiverContext)
+PACKERS = web.AppKey("batch_packers", Packers)
+INFLIGHT = web.AppKey("batch_inflight", Inflight)
+MAX_ERRORS_LISTED = 100  # the answer stays small whatever the batch
+READ_CHUNK = 256 * 1024
+MAX_MAP_LEN = 1024  # keys of one msgpack map (records have ~20 fields)
+
+
 def make_batch_app(ctx: ReceiverContext) -> web.Application:
     app = web.Application()
     app[CTX] = ctx
-    app[BUILDER] = BatchRecordBuilder(ctx.cfg.receiver, ctx.realip, ctx.ids.new)
+    rcv = ctx.cfg.receiver
+    app[PACKERS] = Packers(FastRecords(rcv, ctx.realip, ctx.ids.new),
+                           BatchRecordBuilder(rcv, ctx.realip, ctx.ids.new),
+                           rcv.max_batch_bytes, rcv.max_batch_records)
     app[INFLIGHT] = Inflight()
     app.router.add_post("/v1/batch", post_batch)
     app.router.add_get("/healthz", healthz)
@@ -92,10 +119,10 @@ async def _handle_batch(ctx: ReceiverContext, request: web.Request,
         _check_token(ctx, request)
         _check_capacity(ctx, request, inflight)
         body = await _read_body(request, ctx.cfg.receiver.max_batch_bytes)
+        packers = request.app[PACKERS]
         with _no_gc():
-            items, lossy = unpack_batch(body, ctx.cfg.receiver.max_batch_bytes,
-                                        ctx.cfg.receiver.max_batch_records)
-            return _accept(ctx, request.app[BUILDER], items, _peer(request), lossy)
+            spans = unpack_batch(body, packers.max_bytes, packers.max_records)
+            return _accept(ctx, packers, spans, _peer(request))
     except BatchRejected as exc:
         return _reject(ctx, exc)
 
@@ -149,54 +176,68 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         parts.append(chunk)
 
 
-def unpack_batch(body: bytes, max_bytes: int,
-                 max_records: int) -> tuple[list[tuple[Any, bytes]], bool]:
-    """((item, its packed bytes) for each record, lossy?) or BatchRejected (400 / 413)."""
-    try:
-        return _unpack(body, max_bytes, max_records, "strict"), False
-    except UnicodeDecodeError:
-        # Lua strings are bytes: a header or body may be sent as a msgpack str that is not
-        # UTF-8. Keep those bytes (batch_record.check_text turns them back into bytes).
-        return _unpack(body, max_bytes, max_records, "surrogateescape"), True
-
-
-def _unpack(body: bytes, max_bytes: int, max_records: int,
-            errors: str) -> list[tuple[Any, bytes]]:
+def unpack_batch(body: bytes, max_bytes: int, max_records: int) -> Sequence[Raw | bytes]:
+    """The bytes of each record, or BatchRejected (400 / 413). The records themselves are
+    unpacked one by one later (``Packers.pack``)."""
+    spans = record_spans(body, max_records)  # the common shape, split in C
+    if spans is not None:
+        return spans
     # SECURITY: explicit limits so a hostile batch cannot make the unpacker allocate more
     # than the body's size suggests; no ext types, no non-string map keys.
-    unpacker = msgpack.Unpacker(raw=False, unicode_errors=errors, strict_map_key=True,
-                                max_buffer_size=max(1, len(body)), max_str_len=max_bytes,
-                                max_bin_len=max_bytes, max_ext_len=0,
-                                max_array_len=max(max_records, 4096), max_map_len=MAX_MAP_LEN)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True,
+                                max_buffer_size=max(1, len(body)), **_limits(max_bytes,
+                                                                             max_records))
     unpacker.feed(body)
     try:
         records, version = _read_batch(unpacker, body, max_records)
-    except UnicodeDecodeError:
-        raise
     except BatchRejected:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        message = str(exc)
-        too_big = "exceeds max_" in message and "max_ext_len" not in message
-        raise BatchRejected(413 if too_big else 400, "too_large" if too_big else "bad_msgpack",
-                            "batch exceeds the unpack limits" if too_big
-                            else "body is not a msgpack document") from None
+        raise _unpack_error(exc) from None
     if version != 1 or records is None:
         raise BatchRejected(400, "bad_shape", 'expected a map {"v": 1, "records": [...]}')
     return records
 
 
+def unpack_record(raw: bytes, max_bytes: int, max_records: int) -> tuple[Any, bool]:
+    """(one record unpacked, lossy?) or BatchRejected (400 / 413). Lossy: a text was a
+    msgpack str that is not UTF-8 (Lua strings are bytes), decoded with surrogateescape;
+    ``batch_record.check_text`` turns it back into the exact bytes."""
+    try:
+        try:
+            return msgpack.unpackb(raw, raw=False, strict_map_key=True,
+                                   **_limits(max_bytes, max_records)), False
+        except UnicodeDecodeError:
+            return msgpack.unpackb(raw, raw=False, strict_map_key=True,
+                                   unicode_errors="surrogateescape",
+                                   **_limits(max_bytes, max_records)), True
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise _unpack_error(exc) from None
+
+
+def _limits(max_bytes: int, max_records: int) -> dict[str, int]:
+    return {"max_str_len": max_bytes, "max_bin_len": max_bytes, "max_ext_len": 0,
+            "max_array_len": max(max_records, 4096), "max_map_len": MAX_MAP_LEN}
+
+
+def _unpack_error(exc: Exception) -> BatchRejected:
+    message = str(exc)
+    too_big = "exceeds max_" in message and "max_ext_len" not in message
+    if too_big:
+        return BatchRejected(413, "too_large", "batch exceeds the unpack limits")
+    return BatchRejected(400, "bad_msgpack", "body is not a msgpack document")
+
+
 def _read_batch(unpacker: msgpack.Unpacker, body: bytes,
-                max_records: int) -> tuple[list[tuple[Any, bytes]] | None, Any]:
-    """Walk the top-level map, keeping each record's byte span (so an unchanged record can be
-    queued without being packed again)."""
+                max_records: int) -> tuple[list[bytes] | None, Any]:
+    """Walk the top-level map, keeping the byte span of each record of the first "records"."""
     try:
         keys = unpacker.read_map_header()
     except ValueError:
         msgpack.unpackb(body)  # raises when it is not msgpack at all: bad_msgpack
         raise BatchRejected(400, "bad_shape", 'expected a map {"v": 1, "records": [...]}') \
             from None
-    records: list[tuple[Any, bytes]] | None = None
+    records: list[bytes] | None = None
     version = None
     for _ in range(keys):
         key = unpacker.unpack()
@@ -211,8 +252,7 @@ def _read_batch(unpacker: msgpack.Unpacker, body: bytes,
     return records, version
 
 
-def _read_records(unpacker: msgpack.Unpacker, body: bytes,
-                  max_records: int) -> list[tuple[Any, bytes]]:
+def _read_records(unpacker: msgpack.Unpacker, body: bytes, max_records: int) -> list[bytes]:
     try:
         count = unpacker.read_array_header()
     except ValueError:
@@ -222,21 +262,22 @@ def _read_records(unpacker: msgpack.Unpacker, body: bytes,
     out = []
     start = unpacker.tell()
     for _ in range(count):
-        item = unpacker.unpack()
+        unpacker.skip()
         end = unpacker.tell()
-        out.append((item, body[start:end]))
+        out.append(body[start:end])
         start = end
     return out
 
 
-def _accept(ctx: ReceiverContext, builder: BatchRecordBuilder,
-            items: list[tuple[Any, bytes]], peer: str, lossy: bool) -> web.Response:
+def _accept(ctx: ReceiverContext, packers: Packers, spans: Sequence[Raw | bytes],
+            peer: str) -> web.Response:
     packed: list[bytes] = []
     sources: list[str] = []
     errors: list[dict[str, Any]] = []
-    for index, (item, raw) in enumerate(items):
+    pack = packers.pack
+    for index, span in enumerate(spans):
         try:
-            record, source = builder.pack(item, raw, peer, lossy)
+            record, source = pack(span, peer)
         except RecordError as exc:
             errors.append({"index": index, "error": str(exc)})
             continue

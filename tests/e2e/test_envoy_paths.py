@@ -179,8 +179,6 @@ async def test_lua_path_records_response_status(gateway, node: Node, http) -> No
     assert stats.get("cluster.oob_batch.upstream_rq_4xx", 0) == 0  # token accepted
 
 
-@pytest.mark.xfail(strict=True, reason="processing does not attach response_evidence to hits "
-                   "yet (node/aggregation/outcome.py expects it)")
 async def test_lua_path_marks_a_successful_traversal(gateway, node: Node, http) -> None:
     gw = gateway(lua=True, mirror=False)
     client = "203.0.113.16"

@@ -11,11 +11,12 @@ from proc_helpers import drained, free_port, hits_in_stream, record, wait_for
 from prometheus_client import CollectorRegistry
 
 from node.metrics import ProcessingMetrics, ReceiverMetrics
+from node.processing.enrich import enrich_hits
 from node.processing.supervisor import serve
 from node.processing.worker import run_worker
 from node.queue.keys import Keys
 from node.queue.streams import StreamWriter
-from node.records import HIT_FIELDS
+from node.records import HIT_FIELDS, HIT_OPTIONAL_FIELDS
 
 SQLI = "id=1%27%20OR%20%271%27%3D%271"
 TRAVERSAL = "file=..%2F..%2F..%2F..%2Fetc%2Fpasswd"
@@ -47,7 +48,7 @@ async def write_records(redis, cfg, records) -> None:
 def expected_hits(engine, records) -> dict[str, dict]:
     apps = {"shop.example": "shop", "api.shop.example": "shop"}
     return {h["id"]: h for r in records
-            for h in engine.analyze(r, None, apps.get(r["host"], r["host"]))}
+            for h in enrich_hits(r, engine.analyze(r, None, apps.get(r["host"], r["host"])))}
 
 
 async def test_records_to_hits_through_worker_processes(make_config, redis, prefix, engine,
@@ -69,7 +70,9 @@ async def test_records_to_hits_through_worker_processes(make_config, redis, pref
     expected = expected_hits(engine, RECORDS)
     assert {h["id"]: h for h in hits} == expected  # same ids, same fields, once each
     assert len(hits) == len(expected)
-    assert all(tuple(h) == HIT_FIELDS or set(h) == set(HIT_FIELDS) for h in hits)
+    assert all(set(HIT_FIELDS) <= set(h) <= set(HIT_FIELDS) | set(HIT_OPTIONAL_FIELDS)
+               for h in hits)
+    assert all("fingerprint" in h for h in hits)
     by_record = {h["record_id"]: h for h in hits}
     assert by_record["01SQLI"]["class"] == "sqli"
     assert by_record["01SQLI"]["application"] == "shop"

@@ -49,7 +49,8 @@ async def test_records_become_hits_and_entries_are_acked(make_config, redis, pre
     expected = {hit_id(r["id"], "test-rule", ["query", "q"]) for r in records
                 if "attack" in r["query"]}
     assert sorted(h["id"] for h in hits) == sorted(expected)
-    assert all(set(h) == set(HIT_FIELDS) for h in hits)
+    # every hit field, plus the request facts the worker adds (query, fingerprint)
+    assert all(set(h) == set(HIT_FIELDS) | {"query", "fingerprint"} for h in hits)
     assert {h["application"] for h in hits} == {"shop.example"}
     assert await redis.hget(Keys(prefix).counters, "hits") == str(len(expected)).encode()
     assert metrics.records._value.get() == len(records)
