@@ -84,6 +84,9 @@ def ensure_api_token(cfg: NodeConfig) -> NodeConfig:
 def cmd_run(cfg: NodeConfig, args: argparse.Namespace) -> int:
     cfg = ensure_api_token(cfg)
     with embedded_redis(cfg) as live:
+        print(f"oob-node: mirror http://{live.receiver.mirror_listen}/  "
+              f"console http://{live.aggregation.console_listen}/  "
+              f"redis {live.redis.url}", file=sys.stderr)
         asyncio.run(_serve_until_signal(live, ["receiver", "processing", "aggregation"]))
     return 0
 

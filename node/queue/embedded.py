@@ -114,8 +114,11 @@ class EmbeddedRedis:
         if _socket_answers(self.socket_path):
             raise EmbeddedRedisError(f"another server answers on {self.socket_path}")
         self.socket_path.unlink(missing_ok=True)  # stale socket of a crashed run
+        # Own session: a terminal's Ctrl-C reaches the node, which stops its roles first and
+        # the server last, so the workers' final commits still reach Redis.
         self.process = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=True)
         self._wait_ready(timeout_s)
         log.info("embedded redis started", extra={"socket": str(self.socket_path)})
         return self
