@@ -238,11 +238,13 @@ class StreamWriter:
         if self._buffer_bytes > MAX_PIPELINE_BYTES:  # big bodies: fewer records per round trip
             average = self._buffer_bytes / len(self._buffer)
             limit = max(per, min(limit, int(MAX_PIPELINE_BYTES / average)))
-        records, self._buffer = self._buffer[:limit], self._buffer[limit:]
-        sources, self._sources = self._sources[:limit], self._sources[limit:]
+        # Not buffer[limit:]: when Redis lags the buffer is long, and a copy of the rest would
+        # touch every record's refcount on each flush; del only moves the pointers.
+        records, sources = self._buffer[:limit], self._sources[:limit]
+        del self._buffer[:limit], self._sources[:limit]
         oldest, self._oldest = self._oldest, self._clock()
         # An entry is a msgpack array of records: its header, then the packed records.
-        entries = [_array_header(len(chunk)) + b"".join(chunk)
+        entries = [b"".join([_array_header(len(chunk)), *chunk])  # one copy per entry
                    for chunk in (records[i:i + per] for i in range(0, len(records), per))]
         taken = sum(map(len, records))
         self._buffer_bytes = self._buffer_bytes - taken if self._buffer else 0

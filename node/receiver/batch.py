@@ -31,6 +31,7 @@ from msgspec import Raw
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from node.ids import UlidGenerator
 from node.receiver.batch_fast import FastRecords, record_spans
 from node.receiver.batch_record import BatchRecordBuilder, RecordError
 from node.receiver.context import ReceiverContext
@@ -56,15 +57,40 @@ class Packers:
 
     fast: FastRecords
     full: BatchRecordBuilder
+    ids: UlidGenerator
     max_bytes: int
     max_records: int
 
-    def pack(self, span: Raw | bytes, peer: str) -> tuple[bytes, str]:
-        """(packed record, source); RecordError for a bad record, BatchRejected for bytes
-        that are not msgpack (as when the whole batch was unpacked at once)."""
-        done = self.fast.pack(span, peer)
-        if done is not None:
-            return done
+    def pack_all(self, spans: Sequence[Raw | bytes], peer: str,
+                 first: int = 0) -> tuple[list[bytes], list[str], list[dict[str, Any]]]:
+        """(packed records, their sources, errors ``{"index", "error"}``, ``first`` being the
+        index of ``spans[0]`` in the batch); BatchRejected for bytes that are not msgpack (as
+        when the whole batch was unpacked at once). Records the fast path declines get their
+        ids after the others."""
+        fast = self.fast.pack
+        done = [fast(span, peer, ident)
+                for span, ident in zip(spans, self.ids.many(len(spans)), strict=True)]
+        errors: list[dict[str, Any]] = []
+        if None in done:
+            done, errors = self._declined(spans, done, peer, first)
+        return [d[0] for d in done], [d[1] for d in done], errors
+
+    def _declined(self, spans: Sequence[Raw | bytes], done: list[tuple[bytes, str] | None],
+                  peer: str, first: int) -> tuple[list[tuple[bytes, str]], list[dict[str, Any]]]:
+        """The records the fast path declined, through Python: packed or rejected."""
+        kept: list[tuple[bytes, str]] = []
+        errors: list[dict[str, Any]] = []
+        for index, (span, packed) in enumerate(zip(spans, done, strict=True), first):
+            if packed is None:
+                try:
+                    packed = self._full(span, peer)
+                except RecordError as exc:
+                    errors.append({"index": index, "error": str(exc)})
+                    continue
+            kept.append(packed)
+        return kept, errors
+
+    def _full(self, span: Raw | bytes, peer: str) -> tuple[bytes, str]:
         raw = bytes(span)
         item, lossy = unpack_record(raw, self.max_bytes, self.max_records)
         return self.full.pack(item, raw, peer, lossy)
@@ -76,14 +102,15 @@ INFLIGHT = web.AppKey("batch_inflight", Inflight)
 MAX_ERRORS_LISTED = 100  # the answer stays small whatever the batch
 READ_CHUNK = 256 * 1024
 MAX_MAP_LEN = 1024  # keys of one msgpack map (records have ~20 fields)
+SLICE_RECORDS = 128  # records packed between two turns of the event loop (~1 ms)
 
 
 def make_batch_app(ctx: ReceiverContext) -> web.Application:
     app = web.Application()
     app[CTX] = ctx
     rcv = ctx.cfg.receiver
-    app[PACKERS] = Packers(FastRecords(rcv, ctx.realip, ctx.ids.new),
-                           BatchRecordBuilder(rcv, ctx.realip, ctx.ids.new),
+    app[PACKERS] = Packers(FastRecords(rcv, ctx.realip),
+                           BatchRecordBuilder(rcv, ctx.realip, ctx.ids.new), ctx.ids,
                            rcv.max_batch_bytes, rcv.max_batch_records)
     app[INFLIGHT] = Inflight()
     app.router.add_post("/v1/batch", post_batch)
@@ -122,9 +149,28 @@ async def _handle_batch(ctx: ReceiverContext, request: web.Request,
         packers = request.app[PACKERS]
         with _no_gc():
             spans = unpack_batch(body, packers.max_bytes, packers.max_records)
-            return _accept(ctx, packers, spans, _peer(request))
+        return _accept(ctx, *await _pack_slices(packers, spans, _peer(request)))
     except BatchRejected as exc:
         return _reject(ctx, exc)
+
+
+async def _pack_slices(packers: Packers, spans: Sequence[Raw | bytes],
+                       peer: str) -> tuple[list[bytes], list[str], list[dict[str, Any]]]:
+    """``Packers.pack_all`` a slice at a time, letting the event loop turn in between: the
+    stream writer sends to Redis at most a socket buffer per turn, so a big batch held for
+    milliseconds would hold its writes back and the buffer would only grow."""
+    packed: list[bytes] = []
+    sources: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for start in range(0, len(spans), SLICE_RECORDS):
+        if start:
+            await asyncio.sleep(0)
+        with _no_gc():
+            done = packers.pack_all(spans[start:start + SLICE_RECORDS], peer, start)
+        packed += done[0]
+        sources += done[1]
+        errors += done[2]
+    return packed, sources, errors
 
 
 @contextlib.contextmanager
@@ -269,20 +315,8 @@ def _read_records(unpacker: msgpack.Unpacker, body: bytes, max_records: int) -> 
     return out
 
 
-def _accept(ctx: ReceiverContext, packers: Packers, spans: Sequence[Raw | bytes],
-            peer: str) -> web.Response:
-    packed: list[bytes] = []
-    sources: list[str] = []
-    errors: list[dict[str, Any]] = []
-    pack = packers.pack
-    for index, span in enumerate(spans):
-        try:
-            record, source = pack(span, peer)
-        except RecordError as exc:
-            errors.append({"index": index, "error": str(exc)})
-            continue
-        packed.append(record)
-        sources.append(source)
+def _accept(ctx: ReceiverContext, packed: list[bytes], sources: list[str],
+            errors: list[dict[str, Any]]) -> web.Response:
     if errors:
         ctx.metrics.rejected.labels("bad_record").inc(len(errors))
     if packed:

@@ -15,34 +15,33 @@ plugin writes:
 
 Such a record is queued as its original bytes plus the node's fields (``id``, ``client_ip``,
 ``peer_ip``, ``ip_chain``, and ``v`` when absent): nothing is packed again, and the only
-Python work per record is a few checks, the id and a cached real-IP answer.
+Python work per record is a few checks, the id and a cached real-IP answer. A key sent twice
+at the top level sends the record to the Python path (which packs it again); inside
+``response`` or ``meta`` it is kept as sent: msgspec checked every occurrence, and msgpack
+decoders keep the last one, as msgspec did.
+
+SECURITY: msgspec decodes into fixed types only (no ext types, string keys, lengths bounded
+by the types or by the bytes actually present: a header claiming 2**32 items allocates
+nothing), so the fast path takes no more than the explicit unpack limits of the Python path.
 """
 
-from __future__ import annotations
-
 import sys
-from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgpack
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from node.config import ReceiverConfig
-from node.receiver.batch_record import (
-    BATCH_SOURCES,
-    MAX_META_KEYS,
-    MAX_META_VALUE,
-    SHADOW,
-    map_size,
-)
+from node.receiver.batch_record import BATCH_SOURCES, MAX_META_KEYS, MAX_META_VALUE, SHADOW
 from node.receiver.realip import RealIp
 from node.records import RECORD_VERSION
 
+# No ``from __future__ import annotations`` here: msgspec reads these types at run time,
+# and the record type is built per configuration (header and body limits) in record_type().
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Size = Annotated[int, Meta(ge=0, le=2**53)]
 Seconds = Annotated[float, Meta(ge=0, le=sys.float_info.max)]  # finite, not negative
-Headers = list[tuple[str, str]]
 MetaValue = Annotated[str, Meta(max_length=MAX_META_VALUE)] | int | float | bool | None
 MetaMap = Annotated[dict[str, MetaValue], Meta(max_length=MAX_META_KEYS)]
 BatchSource = Literal[tuple(sorted(BATCH_SOURCES))]  # type: ignore[valid-type]
@@ -50,39 +49,26 @@ BatchSource = Literal[tuple(sorted(BATCH_SOURCES))]  # type: ignore[valid-type]
 _IP_CACHE_MAX = 4096  # (peer, header values) answers kept; proxies and clients repeat
 
 
-class FastResponse(Struct, forbid_unknown_fields=True, gc=False):
-    status: Annotated[int, Meta(ge=0, le=999)]
-    headers: Headers
-    body: bytes
-    body_size: Size
-    body_truncated: bool
-
-
-class FastRecord(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+def record_type(max_headers: int, max_body: int) -> type[Struct]:
     """The plugin's record as the fast path accepts it (see the module docstring)."""
-
-    v: Literal[1] | UnsetType = UNSET
-    ts: Seconds
-    source: BatchSource
-    request_id: str
-    method: Annotated[str, Meta(min_length=1)]
-    scheme: str
-    host: str
-    port: Port
-    path: str
-    query: str
-    http_version: str
-    headers: Headers
-    body: bytes
-    body_size: Size
-    body_truncated: bool
-    response: FastResponse | UnsetType = UNSET
-    server_addr: str | UnsetType = UNSET
-    server_port: Port | UnsetType = UNSET
-    meta: MetaMap | UnsetType = UNSET
+    headers = Annotated[list[tuple[str, str]], Meta(max_length=max_headers)]
+    body = Annotated[bytes, Meta(max_length=max_body)]
+    struct = {"forbid_unknown_fields": True, "gc": False}
+    response = msgspec.defstruct("FastResponse", [
+        ("status", Annotated[int, Meta(ge=0, le=999)]), ("headers", headers), ("body", body),
+        ("body_size", Size), ("body_truncated", bool)], **struct)
+    return msgspec.defstruct("FastRecord", [
+        ("ts", Seconds), ("source", BatchSource), ("request_id", str),
+        ("method", Annotated[str, Meta(min_length=1)]), ("scheme", str), ("host", str),
+        ("port", Port), ("path", str), ("query", str), ("http_version", str),
+        ("headers", headers), ("body", body), ("body_size", Size), ("body_truncated", bool),
+        ("v", Literal[1] | UnsetType, UNSET), ("response", response | UnsetType, UNSET),
+        ("server_addr", str | UnsetType, UNSET), ("server_port", Port | UnsetType, UNSET),
+        ("meta", MetaMap | UnsetType, UNSET)], kw_only=True, **struct)
 
 
-REQUIRED_FIELDS = len(FastRecord.__struct_fields__) - 5  # all but v and the four optional
+REQUIRED_FIELDS = 14  # the fields record_type() has without a default
+_FIXMAP_REQUIRED = 0x80 + REQUIRED_FIELDS + 1  # keys of a plugin record with v, plus 0x80
 
 
 class BatchShape(Struct):
@@ -93,6 +79,10 @@ class BatchShape(Struct):
 _SHAPE = msgspec.msgpack.Decoder(BatchShape)
 _V_FIELD = msgpack.packb("v") + msgpack.packb(RECORD_VERSION)
 _ID_KEY = msgpack.packb("id")
+# msgpack map headers by size: fixmap below 16 keys, map 16 above (a record has < 32 keys).
+_MAP_HEADERS = [bytes((0x80 | n,)) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+                for n in range(32)]
+_FIXSTR = [bytes((0xA0 | n,)) for n in range(32)]  # str headers for the ids (26 characters)
 
 
 def record_spans(body: bytes, max_records: int) -> list[Raw] | None:
@@ -108,68 +98,49 @@ def record_spans(body: bytes, max_records: int) -> list[Raw] | None:
     return records if len(records) <= max_records else None
 
 
-def body_ok(body: bytes, size: int, truncated: bool, cap: int) -> bool:
-    """What ``BatchRecordBuilder._cap_body`` would leave unchanged."""
-    kept = len(body)
-    return kept <= cap and size >= kept and truncated == (size > kept)
-
-
 class FastRecords:
     """Built once per listener; ``pack`` runs per record."""
 
-    def __init__(self, cfg: ReceiverConfig, realip: RealIp,
-                 new_id: Callable[[], str]) -> None:
-        self.max_body = cfg.max_body_bytes
-        self.max_headers = cfg.max_header_count
+    def __init__(self, cfg: ReceiverConfig, realip: RealIp) -> None:
         self.realip = realip
-        self.new_id = new_id
-        self._decode = msgspec.msgpack.Decoder(FastRecord).decode
+        self._decode = msgspec.msgpack.Decoder(
+            record_type(cfg.max_header_count, cfg.max_body_bytes)).decode
         self._ips: dict[tuple[str, ...], bytes] = {}
 
-    def pack(self, raw: Raw | bytes, tcp_peer: str) -> tuple[bytes, str] | None:
-        """(v1 record packed, source), or None when the record is not canonical."""
+    def pack(self, raw: Raw | bytes, tcp_peer: str, ident: str) -> tuple[bytes, str] | None:
+        """(v1 record packed, source), or None when the record is not canonical. ``ident``:
+        the record id, ASCII of fewer than 32 characters (a ULID)."""
         try:
-            rec = self._decode(raw)
+            rec: Any = self._decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError):
             return None
         view = memoryview(raw)
-        fields, head = map_size(view)
-        if fields != self._present(rec) or not self._canonical(rec):
-            return None  # a duplicate key, or something batch_record would change
-        ident = self.new_id().encode()
-        if len(ident) > 31:  # a ULID is 26 characters: a fixstr
-            return None
-        node = _ID_KEY + bytes((0xA0 | len(ident),)) + ident + self._ip_fields(rec, tcp_peer)
-        extra = 4
-        if rec.v is UNSET:
-            node, extra = node + _V_FIELD, 5
-        return b"".join((_map_header(fields + extra), view[head:], node)), rec.source
-
-    @staticmethod
-    def _present(rec: FastRecord) -> int:
-        """Keys the record's map must have had, if none was sent twice."""
-        return (REQUIRED_FIELDS + (rec.v is not UNSET) + (rec.response is not UNSET)
+        keys, head = view[0], 1
+        if keys == 0xDE:  # map 16; else a fixmap (a map 32 never has the right count below)
+            keys, head = 0x80 + ((view[1] << 8) | view[2]), 3  # +, not |: 0x80 | 145 == 0x80 + 17
+        absent, size, kept = rec.v is UNSET, rec.body_size, len(rec.body)
+        # Not canonical: a key sent twice (the map has more keys than fields were set), or
+        # something batch_record would change (shadow host, inconsistent body sizes).
+        if (keys != _FIXMAP_REQUIRED - absent + (rec.response is not UNSET)
                 + (rec.server_addr is not UNSET) + (rec.server_port is not UNSET)
-                + (rec.meta is not UNSET))
+                + (rec.meta is not UNSET)
+                or size < kept or rec.body_truncated is not (size > kept)
+                or rec.host[-len(SHADOW):].lower() == SHADOW
+                or (rec.response is not UNSET and not response_ok(rec.response))):
+            return None
+        packed = [_MAP_HEADERS[keys - 0x7C + absent], view[head:], _ID_KEY,
+                  _FIXSTR[len(ident)], ident.encode(), self._ip_fields(rec, tcp_peer)]
+        if absent:
+            packed.append(_V_FIELD)
+        return b"".join(packed), rec.source
 
-    def _canonical(self, rec: FastRecord) -> bool:
-        host, cap, response = rec.host, self.max_body, rec.response
-        if host[-len(SHADOW):].lower() == SHADOW or len(rec.headers) > self.max_headers:
-            return False
-        if not body_ok(rec.body, rec.body_size, rec.body_truncated, cap):
-            return False
-        return response is UNSET or (
-            len(response.headers) <= self.max_headers
-            and body_ok(response.body, response.body_size, response.body_truncated, cap))
-
-    def _ip_fields(self, rec: FastRecord, tcp_peer: str) -> bytes:
+    def _ip_fields(self, rec: Any, tcp_peer: str) -> bytes:
         """``client_ip``, ``peer_ip`` and ``ip_chain`` packed as map entries; cached by
         (peer, header values) as ``BatchRecordBuilder._resolve_ip`` would resolve them."""
         meta = rec.meta
         direct = meta.get("direct_remote_address") if meta is not UNSET else None
         peer = direct if type(direct) is str and direct else tcp_peer
-        wanted = self.realip.header
-        size = len(wanted)
+        wanted, size = self.realip.header, len(self.realip.header)
         key = (peer, *[v for n, v in rec.headers if len(n) == size and n.lower() == wanted])
         packed = self._ips.get(key)
         if packed is None:
@@ -182,7 +153,8 @@ class FastRecords:
         return packed
 
 
-def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x80 | n,))
-    return b"\xde" + n.to_bytes(2, "big")  # records have ~20 keys; map 32 is never needed
+def response_ok(response: Any) -> bool:
+    """Body sizes ``BatchRecordBuilder._cap_body`` would leave unchanged (the cap itself is
+    in the type), as checked inline for the request's body."""
+    size, kept = response.body_size, len(response.body)
+    return size >= kept and response.body_truncated is (size > kept)

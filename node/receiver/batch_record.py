@@ -1,17 +1,21 @@
 """Lua plugin record -> request record v1: per-record validation for ``POST /v1/batch``.
 
-Where it sits: ``batch.py`` unpacks a batch and calls ``BatchRecordBuilder.pack`` on each
-item; a ``RecordError`` rejects that item only (its index and message go back to the plugin),
-the others are queued.
+Where it sits: ``batch.py`` offers each record of a batch to the msgspec fast path
+(``batch_fast``) first; a record it declines (anything but the plugin's canonical form:
+defaults to fill, bin text, nil, unknown fields, a body to cap, or an invalid record) is
+unpacked alone and goes through ``BatchRecordBuilder.pack``. A ``RecordError`` rejects that
+record only (its index and message go back to the plugin), the others are queued.
 
-The plugin never sends ``v``, ``id``, ``client_ip``, ``peer_ip`` or ``ip_chain``: the node
-assigns and resolves them (anything sent in those fields is dropped, as are unknown fields).
+The node sets ``v`` and assigns ``id``, ``client_ip``, ``peer_ip`` and ``ip_chain`` (the
+plugin sends only ``v: 1`` of them): anything a batch sends in those fields is dropped, as are
+unknown fields.
 Text fields may arrive as msgpack str or bin; they become ``str`` when valid UTF-8, else
 ``bytes`` (the record contract). Bodies are capped at ``max_body_bytes`` like the mirror's.
 
-Hot path (>= 100,000 records/s is the goal): an item is validated in place, and when nothing
-had to change, its original msgpack bytes are reused and only the node's fields are appended
-(``splice``) instead of packing the whole record again.
+An item is validated in place, and when nothing had to change, its original msgpack bytes
+are reused and only the node's fields are appended (``splice``) instead of packing the whole
+record again. This module defines the semantics; ``batch_fast`` must give the same record for
+what it accepts (tests/receiver/test_batch_fast.py compares them).
 """
 
 from __future__ import annotations
