@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import sys
 import tempfile
@@ -58,10 +59,18 @@ def load(paths: Sequence[Path]) -> list[Case]:
 
 # ----------------------------------------------------------------------------- offline
 
-def load_engine(rules_dir: str | None = None) -> Engine:
+def bench_cache() -> Path:
     cache = Path(os.environ.get("OOB_BENCH_CACHE", tempfile.gettempdir())) / "oob-bench-hs"
     cache.mkdir(parents=True, exist_ok=True)
-    engine = Engine.load(DetectionConfig(rules_dir=rules_dir), cache, time_budget_ms=1000.0)
+    return cache
+
+
+def load_engine(rules_dir: str | None = None) -> Engine:
+    t0 = time.perf_counter()
+    engine = Engine.load(DetectionConfig(rules_dir=rules_dir), bench_cache(),
+                         time_budget_ms=1000.0)
+    print(f"engine load: {time.perf_counter() - t0:.1f} s "
+          f"({'from the cache' if engine.cache_hit else 'compiled'})")
     for failed in engine.report.failed:
         print(f"rule failed: {failed.id}: {failed.error}", file=sys.stderr)
     for name, error in engine.report.file_errors:
@@ -81,16 +90,21 @@ def analyze_offline(engine: Engine, cases: Sequence[Case]) -> tuple[Result, dict
 
 def throughput(engine: Engine, cases: Sequence[Case],
                rounds: int = 3) -> tuple[float, float, float]:
-    """(engine requests/s, raw Hyperscan requests/s, raw MB/s), best of ``rounds``."""
+    """(engine requests/s, raw Hyperscan requests/s, raw MB/s), best of ``rounds`` (CPU
+    time of this process: on a shared machine the wall clock also counts other processes'
+    turns, alike for both figures)."""
     records = [to_record(c) for c in cases]
     wires = [wire_request(c) for c in cases]
     best_engine = best_raw = 0.0
     raw = raw_database(engine)
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        # Each round starts with an empty value memo: replaying the same corpus again must
+        # not count as repeated traffic (values repeating inside one pass still profit).
+        engine.clear_memo()
+        t0 = time.process_time()
         for r in records:
             engine.analyze(r)
-        best_engine = max(best_engine, len(records) / (time.perf_counter() - t0))
+        best_engine = max(best_engine, len(records) / (time.process_time() - t0))
         best_raw = max(best_raw, len(wires) / raw_scan_seconds(raw, wires))
     mb = sum(len(w) for w in wires) / 1e6
     return best_engine, best_raw, mb * best_raw / len(wires)
@@ -99,12 +113,20 @@ def throughput(engine: Engine, cases: Sequence[Case],
 def raw_database(engine: Engine) -> tuple[hyperscan.Database, hyperscan.Scratch]:
     """Every pattern of the loaded rules in one block-mode database (the rules' own flags
     plus SINGLEMATCH, so the figure is the scan and not one callback per ``[\\r\\n]``;
-    method-only rules are left out: the engine scans them on the method alone)."""
+    method-only rules are left out: the engine scans them on the method alone). Cached
+    next to the engine's databases (compiling it takes as long as the engine's)."""
     patterns = [p for rule in engine.rules if rule.points != ("method",) for p in rule.patterns]
-    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=[p.regex.encode("utf-8") for p in patterns],
-               ids=list(range(len(patterns))), elements=len(patterns),
-               flags=[p.hs_flags | hyperscan.HS_FLAG_SINGLEMATCH for p in patterns])
+    exprs = [p.regex.encode("utf-8") for p in patterns]
+    flags = [p.hs_flags | hyperscan.HS_FLAG_SINGLEMATCH for p in patterns]
+    key = hashlib.sha256(repr((hyperscan.__version__, exprs, flags)).encode()).hexdigest()
+    path = bench_cache() / f"raw-{key[:32]}.bin"
+    try:
+        db = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
+    except (OSError, hyperscan.error):
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        db.compile(expressions=exprs, ids=list(range(len(patterns))), elements=len(patterns),
+                   flags=flags)
+        path.write_bytes(hyperscan.dumpb(db))
     return db, hyperscan.Scratch(db)
 
 
@@ -117,10 +139,10 @@ def raw_scan_seconds(raw: tuple[hyperscan.Database, hyperscan.Scratch],
     def on_match(*_args: object) -> None:
         return None
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for w in wires:
-        db.scan(w, match_event_handler=on_match, scratch=scratch)
-    return time.perf_counter() - t0
+        db.scan(w, on_match, 0, None, scratch)  # positional: as cheap as the binding allows
+    return time.process_time() - t0
 
 
 # ----------------------------------------------------------------------------- live
@@ -292,10 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     dump_cases(cases, results, hits, args)
     if not args.live and not args.no_speed:
         eng, raw, mbs = throughput(engine, cases)
-        print(f"\nthroughput, 1 process, full rule set ({len(engine.rules)} rules): "
-              f"{eng:,.0f} requests/s")
+        print(f"\nthroughput, 1 process, full rule set ({len(engine.rules)} rules), value "
+              f"memo cleared each round, CPU time: engine {eng:,.0f} requests/s")
         print(f"raw Hyperscan block scan of the same requests' bytes: {raw:,.0f} requests/s "
-              f"({mbs:,.1f} MB/s); engine/raw = {100.0 * eng / raw:.1f}%")
+              f"({mbs:,.1f} MB/s)")
+        print(f"engine/raw = {100.0 * eng / raw:.1f}%  (goals: >= 8,000 requests/s, >= 20%)")
     return 0
 
 

@@ -20,10 +20,10 @@ from typing import Any
 import msgpack
 
 from node.detectors.pack import Verdicts
-from node.detectors.prefilter import Databases
+from node.detectors.prefilter import GROUPS, Databases
 
 log = logging.getLogger(__name__)
-FORMAT = 4
+FORMAT = 5
 MAX_VERDICTS = 20000  # beyond it the verdict file starts over (bounded growth)
 
 
@@ -38,7 +38,10 @@ def read_databases(cache_dir: Path, key: str) -> tuple[Databases, Verdicts] | No
     if data is None:
         return None
     try:
-        dbs = Databases(tuple(data["groups"]), data["anchored"])
+        groups = tuple(tuple(g) for g in data["groups"])
+        if len(groups) != len(GROUPS) or not all(isinstance(b, bytes) for g in groups for b in g):
+            return None
+        dbs = Databases(groups)
         verdicts = Verdicts((str(k), v if isinstance(v, str) else None)
                             for k, v in data["verdicts"].items())
     except (KeyError, TypeError, AttributeError):
@@ -47,8 +50,8 @@ def read_databases(cache_dir: Path, key: str) -> tuple[Databases, Verdicts] | No
 
 
 def write_databases(cache_dir: Path, key: str, dbs: Databases, verdicts: Verdicts) -> None:
-    _write(db_path(cache_dir, key), {"format": FORMAT, "groups": list(dbs.groups),
-                                     "anchored": dbs.anchored, "verdicts": dict(verdicts)})
+    _write(db_path(cache_dir, key), {"format": FORMAT, "groups": [list(g) for g in dbs.groups],
+                                     "verdicts": dict(verdicts)})
 
 
 def read_verdicts(cache_dir: Path) -> Verdicts:

@@ -4,8 +4,9 @@ Where it sits: processing workers (``node/processing``) call ``Engine.load`` onc
 and ``engine.analyze(record)`` per request, then write the hits to ``<prefix>:hits``.
 The flow of one request, each stage its own module:
 
-    points.extract -> decode.variants -> prefilter (one joined Hyperscan scan, then each
-    flagged value alone) -> point-kind filter -> Python ``re`` for prefilter-mode patterns
+    points.extract -> decode.variants -> prefilter (one Hyperscan scan per value and variant,
+    by the database of its point kinds) -> point-kind filter -> Python ``re`` for
+    prefilter-mode patterns
     -> confirm/ (sql, html) -> exclusions -> class scores vs threshold -> Hits
 
 # SECURITY: ``analyze`` never raises on attacker input: any error is counted in
@@ -102,7 +103,7 @@ class Engine:
             for p in rule.patterns:
                 self._patterns.append(p)
                 self._pattern_rule.append(rule)
-        self._prefilter = Prefilter(dbs, self._patterns)
+        self._prefilter = Prefilter(dbs)
         self._memo: dict[_MemoKey, list[_Flag]] = {}
         self._group_by_mask: dict[int, int] = {}
 
@@ -147,6 +148,8 @@ class Engine:
             deadline = time.perf_counter() + self.budget_s
             points = extract(record, self.limits)
             candidates = self._candidates(points)
+            if not candidates:
+                return []  # most requests: nothing to confirm, score or report
             # Classes that cannot reach the threshold even if every candidate confirms are
             # dropped before confirming (most weak matches in benign traffic end here).
             viable = self._viable_classes(c.rule for c in candidates.values())
@@ -186,16 +189,15 @@ class Engine:
 
     def _scan_group(self, g: int, segs: list[tuple[int, str, bytes, _MemoKey | None]],
                     out: list[tuple[int, _Flag]]) -> None:
-        found_by_seg = dict(self._prefilter.scan(g, [s[2] for s in segs]))
-        learned: dict[_MemoKey, list[_Flag]] = {}
-        for j, (i, text, data, key) in enumerate(segs):
-            found = found_by_seg.get(j)
-            flags = learned.setdefault(key, []) if key is not None else None
-            if found:
-                flag = (text, data, found)
-                out.append((i, flag))
-                if flags is not None:
-                    flags.append(flag)
+        # Every memo key of the group is learned, flagged or not: a clean value is the
+        # common case and must be the cheapest repeat.
+        learned: dict[_MemoKey, list[_Flag]] = {s[3]: [] for s in segs if s[3] is not None}
+        for j, found in self._prefilter.scan(g, [s[2] for s in segs]):
+            i, text, data, key = segs[j]
+            flag = (text, data, found)
+            out.append((i, flag))
+            if key is not None:
+                learned[key].append(flag)
         if len(self._memo) + len(learned) > MEMO_SIZE:
             self._memo.clear()  # SECURITY: bounded; a flood of new values only resets it
         self._memo.update(learned)

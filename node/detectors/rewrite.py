@@ -1,11 +1,9 @@
 """Rewrites of rule patterns for the scan databases that keep "does it match" unchanged.
 
-Used by ``prefilter.py`` when compiling. Hyperscan reports a match at every position where
-one can end: a pattern ending in ``[^;]+`` reports once per following byte, and every report
-is a Python callback. The scan only needs to know *whether* (and roughly where) a pattern
-matches, so a final ``X+`` (or ``X{n,}``, ``X{n,m}``) of each top-level alternative is cut to
-``X{n}``: R·X+ matches somewhere exactly when R·X does. ``\\A``/``\\z`` become ``^``/``$`` for
-the joined buffer (see the prefilter module docstring).
+Used by ``prefilter.py`` when compiling. The scan only needs to know *whether* (and roughly
+where) a pattern matches, so a final ``X+`` (or ``X{n,}``, ``X{n,m}``) of each top-level
+alternative is cut to ``X{n}``: R·X+ matches somewhere exactly when R·X does, and its
+first match (the one ``HS_FLAG_SINGLEMATCH`` reports) ends at the same place.
 """
 
 from __future__ import annotations
@@ -13,46 +11,6 @@ from __future__ import annotations
 import re
 
 _TAIL = re.compile(r"(\+|\{(\d+),\d*\})[?+]?$")
-
-
-_ANCHOR_FORMS = {"^": r"(?:^|\x00)", "$": r"(?:$|\x00)", "\\A": r"(?:\A|\x00)",
-                 "\\z": r"(?:\z|\x00)", "\\Z": r"(?:\Z|\x00)"}
-
-
-def joined_anchors(regex: str) -> str:
-    r"""Each anchor (``^``, ``$``, ``\A``, ``\z``, ``\Z`` outside classes and ``\Q..\E``)
-    also accepts the NUL separator of the joined buffer: ``^`` -> ``(?:^|\x00)``."""
-    out: list[str] = []
-    i, in_class = 0, False
-    while i < len(regex):
-        c, pair = regex[i], regex[i:i + 2]
-        if pair == "\\Q":
-            end = regex.find("\\E", i)
-            end = len(regex) if end < 0 else end + 2
-            out.append(regex[i:end])
-            i = end
-            continue
-        if c == "\\":
-            out.append(_ANCHOR_FORMS.get(pair, pair) if not in_class else pair)
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            lead = 2 if regex[i + 1:i + 3] == "^]" else (1 if regex[i + 1:i + 2] in "^]" else 0)
-            out.append(regex[i:i + 1 + lead])
-            i += 1 + lead
-            continue
-        elif c in "^$":
-            c = _ANCHOR_FORMS[c]
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def has_anchor(regex: str) -> bool:
-    return joined_anchors(regex) != regex
 
 
 def top_level_alternatives(regex: str) -> list[str]:
@@ -111,22 +69,6 @@ def trim_tails(regex: str) -> str:
     return "|".join(_trim(p) for p in parts)
 
 
-# Constructs that may match a NUL byte (the middle of the joined buffer's separator
-# "\n\x00\n"). Over-inclusive on purpose: a false "may cross" only costs one rescan of the
-# value. Negated classes and POSIX classes, \S \W \D and friends, escapes of code points,
-# and "." (unless escaped). \s, \w, \d, literals and positive classes cannot.
-_CROSSING = re.compile(r"\\[SWDHVNXCRpPQ0-7xcueEK]|\[\^|\[:|\x00")
-
-
-def may_cross(regex: str) -> bool:
-    """True unless the pattern surely cannot match a NUL byte: then none of its matches can
-    span the separator, and a match ending inside a value lies wholly inside it. (A regex
-    escape is looked for at every backslash, so an escaped backslash only errs to True.)"""
-    if _CROSSING.search(regex):
-        return True
-    return any(c == "." and not _escaped(regex, i) for i, c in enumerate(regex))
-
-
 def scan_regex(regex: str) -> str:
     """The form a pattern is compiled in for the scan databases."""
-    return trim_tails(joined_anchors(regex))
+    return trim_tails(regex)

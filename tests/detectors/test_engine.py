@@ -1,5 +1,5 @@
-"""The engine end to end on small packs: hits, points, scores and threshold, the joined
-scan's separator and anchor handling, confirmers, exclusions, time budget, and never
+"""The engine end to end on small packs: hits, points, scores and threshold, values kept
+apart and anchors exact in the scan, confirmers, exclusions, time budget, and never
 raising on attacker input."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_method_rule_never_fires_on_other_values(engine: Engine) -> None:
 
 
 def test_no_match_across_values(engine: Engine) -> None:
-    # "zz" ends one value, "yy" starts the next: joined by the separator they would match.
+    # "zz" ends one value, "yy" starts the next: joined they would match.
     rec = record(query="a=zz&b=yy")
     assert engine.analyze(rec) == []
     assert engine.match_value("zz  yy", "args") == {"sqli-cross"}
@@ -165,8 +165,8 @@ SHAPES = [r"ab\s*cd", r"a.c", r"[^x]{2}y", r"^ab", r"cd$", r"\Sz", r"[\r\n]q", r
           r"^a.*d$", r"\bzq\b", r"c[^a]*$"]
 
 
-def test_joined_scan_equals_values_scanned_alone(make_engine: Callable[..., Engine]) -> None:
-    """The prefilter guarantee on values built to straddle the separator: a request's
+def test_request_scan_equals_values_scanned_alone(make_engine: Callable[..., Engine]) -> None:
+    """The prefilter guarantee on values built to straddle value boundaries: a request's
     points match exactly the rules each value matches alone."""
     import random
 
