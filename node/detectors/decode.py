@@ -167,16 +167,19 @@ def path_normalize(value: str) -> str:
 
 
 _IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
-# Quotes only group words for the shell ('rmt' == rmt, "c"at == cat), a backslash before a
-# letter escapes nothing, and an empty substitution (``, $(), <(), >()) expands to nothing.
-_QUOTES = re.compile(r"""['"]+|\\(?=[A-Za-z/])|``|\$\(\s*\)|[<>]\(\s*\)""")
+# Quotes only group words for the shell (c"a"t == cat, ;'rmt' == ;rmt), a backslash before
+# a letter escapes nothing, and an empty substitution (``, $(), <(), >()) expands to nothing.
+# A quoted word is unquoted only where a command or argument starts (value start, separator,
+# blank), so prose quotes ("' or 1=1") are left alone.
+_QUOTES = re.compile(r"""''|""|(?<=\w)['"]+(?=\w)|\\(?=[A-Za-z/])|``|\$\(\s*\)|[<>]\(\s*\)""")
+_QUOTED_WORD = re.compile(r"""(?<![^;|&`(\s])(['"])([\w./-]+)\1(?=[\s;|&)\w]|$)""")
 
 
 def shell_fold(value: str) -> str:
     """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd``, ``pi``ng``, ``'rmt' -v`` as
     the shell reads them."""
     value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
-    return _QUOTES.sub("", value)
+    return _QUOTED_WORD.sub(r"\2", _QUOTES.sub("", value))
 
 
 # ----------------------------------------------------------------------------- the table

@@ -57,6 +57,7 @@ SKIP_HEADERS = frozenset({"cookie", ":path", ":authority", ":method", ":scheme"}
 MAX_PARTS = 64  # multipart parts followed
 _PLAIN_SEGMENT = re.compile(r"[\w.~@:,=-]*")
 _PLAIN_NAME = re.compile(r"[\w.-]*")
+_FORM_NAME = re.compile(r"[\w.\[\]$:@-]*")  # parameter names as frameworks write them
 
 
 class Point(NamedTuple):
@@ -157,6 +158,10 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
             continue
         out.add(ARG_NAMES, (*prefix, name[:64], "#name"), name)
         out.add(ARGS, (*prefix, name[:64]), _unquote(value))
+        if not _FORM_NAME.fullmatch(name):
+            # A "name" that is no name ("'admin', '1'" of "'admin', '1'='1'") means the
+            # payload itself held the "=": the whole token is scanned too.
+            out.add(ARGS, (*prefix, name[:64], "#token"), _unquote(part))
 
 
 def _unquote(value: str) -> str:
@@ -201,9 +206,13 @@ def _body(out: _Out, body: bytes, ctype: str) -> None:
     if "multipart/" in ctype and _multipart(out, body, raw_ctype):
         return
     if ("json" in ctype or head[:1] in (b"{", b"[")) and _json(out, body):
-        # The document as sent is a body point too: operators only show with their
-        # context ({"password": {"$gt": ""}}), which single keys and values lose.
-        out.add(BODY, ("body", "json"), bytes_to_text(body[: out.limits.max_value_bytes]))
+        doc = body[: out.limits.max_value_bytes]
+        if b'"$' in doc:
+            # Query operators ("$gt") only show with their context ({"password": {"$gt":
+            # ""}}), which single keys and values lose: such a document is also a body
+            # point (only then: scanning every JSON document twice costs a quarter of
+            # the scanned bytes).
+            out.add(BODY, ("body", "json"), bytes_to_text(doc))
         return
     if "xml" in ctype or head[:1] == b"<":
         _xml(out, bytes_to_text(body))

@@ -1,9 +1,13 @@
 """Detection on the small committed corpus (tests/data), through the real engine.
 
 ``extra_attacks.jsonl`` holds labeled attacks written for this project (XXE, LDAP and NoSQL
-injection, which the development corpus lacks, plus evasions of the other classes);
-``benign_sample.jsonl`` holds look-alikes that must stay quiet. Both are in the corpus
-format, so the same files also drive ``bench/detect.py`` and ``oob-node replay``.
+injection, which the development corpus lacks, evasions of the other classes, and the
+``source: heldout`` set: public-style payloads in several encodings, written before the rule
+tuning to measure generalization); ``benign_sample.jsonl`` holds look-alikes that must stay
+quiet. ``known_gaps.jsonl`` keeps the held-out cases the engine still gets wrong (missed or
+flagged), each with ``meta.known_gap``: not asserted here, counted by ``bench/detect.py``.
+All are in the corpus format, so the same files also drive ``bench/detect.py`` and
+``oob-node replay``.
 """
 
 from __future__ import annotations

@@ -42,6 +42,12 @@ TRANSFORM_CASES = [
     ("shell", "c\\at /etc/passwd", "cat /etc/passwd"),
     ("shell", "cat${IFS}/etc/passwd", "cat /etc/passwd"),
     ("shell", "ca$@t /etc/passwd", "cat /etc/passwd"),
+    ("shell", ";'rmt' --version", ";rmt --version"),  # quoted command word
+    ("shell", ';"curl" http://x', ";curl http://x"),
+    ("shell", "kill '-'9", "kill -9"),
+    ("shell", "ping`` 127.0.0.1", "ping 127.0.0.1"),  # empty substitutions
+    ("shell", "pi$()ng 127.0.0.1", "ping 127.0.0.1"),
+    ("shell", "pi<()ng x", "ping x"),
 ]
 
 
@@ -60,6 +66,8 @@ NO_CHANGE = [
     ("html_entities", "fish & chips"),
     ("path", "/api/v1/users"),
     ("sql_comments", "a / b * c"),
+    ("shell", "' or 1=1"),  # prose quotes are not a quoted command word
+    ("shell", "He said 'hello there' twice"),
 ]
 
 

@@ -152,11 +152,56 @@ def test_hostile_bodies_are_bounded(name: str, body: bytes, ctype: str) -> None:
     assert all(len(p.value) <= 4 * 16384 for p in pts)
 
 
-def test_cookie_names_with_odd_characters_are_scanned() -> None:
-    got = points(record(headers=[["Cookie", "<script>alert(1)</script>=v; plain=1"]]))
+def test_cookie_names_are_scanned() -> None:
+    got = points(record(headers=[["Cookie", "<script>alert(1)</script>=v; "
+                                            "java.lang.Runtime=1; PHPSESSID=x"]]))
     name = got[("cookie", "<script>alert(1)</script>", "#name")]
     assert name.value == "<script>alert(1)</script>" and kinds(name) == {"cookies", "arg_names"}
-    assert ("cookie", "plain", "#name") not in got
+    # Plain names are cookie points only: "PHPSESSID" is a normal cookie name but would be
+    # an odd query parameter name for arg_names rules.
+    assert got[("cookie", "java.lang.Runtime", "#name")].value == "java.lang.Runtime"
+    assert kinds(got[("cookie", "PHPSESSID", "#name")]) == {"cookies"}
+
+
+def test_json_document_is_also_a_body_point() -> None:
+    body = b'{"username": "admin", "password": {"$gt": ""}}'
+    got = points(record(method="POST", body=body,
+                        headers=[["Content-Type", "application/json"]]))
+    assert got[("body", "json")].value == body.decode() and kinds(got[("body", "json")]) == {"body"}
+    assert got[("json", "username")].value == "admin"
+    plain = points(record(method="POST", body=b'{"username": "admin"}',
+                          headers=[["Content-Type", "application/json"]]))
+    assert ("body", "json") not in plain  # no operator key: values and keys suffice
+
+
+def test_multipart_field_names_and_part_headers() -> None:
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n"
+            b"Content-Type: text/plain; charset=utf-7\r\nX-Custom: v\r\n\r\n+ADw-x\r\n--b--\r\n")
+    got = points(record(method="POST", body=body,
+                        headers=[["Content-Type", "multipart/form-data; boundary=b"]]))
+    ctype = got[("body", "multipart", "note", "#header", "content-type")]
+    assert ctype.value == "text/plain; charset=utf-7"
+    assert kinds(ctype) == {"headers", "all_headers"}
+    assert got[("body", "multipart", "note", "#header", "x-custom")].value == "v"
+    assert ("body", "multipart", "note", "#header", "content-disposition") not in got
+    assert kinds(got[("body", "multipart", "note", "#name")]) == {"arg_names"}
+    assert got[("body", "multipart", "note")].value == "+ADw-x"
+
+
+@pytest.mark.parametrize("body,token", [
+    (b"%27admin%27%2C+%271%27=%271%27", "'admin', '1'='1'"),  # "=" inside the payload
+    (b"hash+=+%27abc%27", "hash = 'abc'"),
+])
+def test_form_token_with_an_odd_name_is_scanned_whole(body: bytes, token: str) -> None:
+    pts = extract(record(method="POST", body=body, headers=[
+        ["Content-Type", "application/x-www-form-urlencoded"]]), Limits())
+    assert token in [p.value for p in pts if p.path[-1] == "#token"]
+
+
+def test_form_token_with_a_plain_name_is_not_repeated() -> None:
+    pts = extract(record(method="POST", body=b"user[name]=a&q=b%3Dc", headers=[
+        ["Content-Type", "application/x-www-form-urlencoded"]]), Limits())
+    assert not [p for p in pts if p.path[-1] == "#token"]
 
 
 def test_unknown_headers_carry_user_input() -> None:
