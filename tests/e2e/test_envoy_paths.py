@@ -221,7 +221,7 @@ async def test_lua_path_truncates_bodies_over_the_cap(gateway, node: Node, http)
     ("GET", "/status/404", None),
     ("GET", "/status/503", None),
     ("POST", "/upload", b"\x00\xff" * 400_000),
-])
+], ids=["root", "large-1MiB", "empty", "traversal", "404", "503", "binary-upload-800KB"])
 async def test_lua_and_mirror_leave_responses_unchanged(gateway, demo_port: int, http,
                                                         method: str, path: str,
                                                         body: bytes | None) -> None:
