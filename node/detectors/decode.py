@@ -1,8 +1,10 @@
 """Decoding pipeline: the variants of one extracted value that are worth scanning.
 
 Second stage of detection (after ``points.py``, before the Hyperscan scan in ``engine.py``).
-Every transform is a named row of ``TRANSFORMS``, with a cheap trigger that says when it can
-change a value; a value no trigger fires on is scanned as is (the common case, kept fast).
+Every transform is a named row of ``TRANSFORMS``, with a trigger that says when it can
+change a value and a cheaper gate (``in`` tests, str methods) tried first; a value no
+trigger fires on is scanned as is (the common case, kept fast). ``fired`` evaluates them
+once per distinct intermediate value, not once per pass.
 
 Order: the *decoders* (URL incl. ``%u`` and overlong UTF-8, HTML entities, JS/backslash
 escapes) run together in passes until nothing changes or ``max_decode_passes``; every
@@ -31,12 +33,15 @@ B64_MIN = 16  # shortest run decoded as base64
 B64_MAX_RUNS = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: kept in sets on the hot path
 class Transform:
     name: str
     stage: str  # decoder | canonical | fold
     trigger: re.Pattern[str]  # the transform can only change a value this matches
     fn: Callable[[str], str]
+    # A cheap test (str methods, ``in``) run before the trigger: False only where the
+    # transform cannot change the value, so skipping it changes no output.
+    gate: Callable[[str], bool]
 
 
 # ----------------------------------------------------------------------------- decoders
@@ -73,7 +78,8 @@ def _pct(m: re.Match[str]) -> str:
 
 def url_decode(value: str) -> str:
     """One pass of URL decoding: ``%XX`` (as UTF-8), ``%uXXXX``, ``+`` as a space."""
-    return _PCT.sub(_pct, value.replace("+", " "))  # "+" first: "%2B" stays a plus
+    value = value.replace("+", " ")  # "+" first: "%2B" stays a plus
+    return _PCT.sub(_pct, value) if "%" in value else value
 
 
 def html_decode(value: str) -> str:
@@ -171,14 +177,18 @@ _IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
 # a letter escapes nothing, and an empty substitution (``, $(), <(), >()) expands to nothing.
 # A quoted word is unquoted only where a command or argument starts (value start, separator,
 # blank), so prose quotes ("' or 1=1") are left alone.
-_QUOTES = re.compile(r"""''|""|(?<=\w)['"]+(?=\w)|\\(?=[A-Za-z/])|``|\$\(\s*\)|[<>]\(\s*\)""")
-_QUOTED_WORD = re.compile(r"""(?<![^;|&`(\s])(['"])([\w./-]+)\1(?=[\s;|&)\w]|$)""")
+# Each alternative starts with a literal character (the lookbehinds come after the quote),
+# so ``re`` jumps between candidate characters instead of trying every position.
+_QUOTES = re.compile(r"""''|""|'(?<=\w')['"]*(?=\w)|"(?<=\w")['"]*(?=\w)|\\(?=[A-Za-z/])"""
+                     r"""|``|\$\(\s*\)|<\(\s*\)|>\(\s*\)""")
+_QUOTED_WORD = re.compile(r"""(['"])(?<![^;|&`(\s]['"])([\w./-]+)\1(?=[\s;|&)\w]|$)""")
 
 
 def shell_fold(value: str) -> str:
     """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd``, ``pi``ng``, ``'rmt' -v`` as
     the shell reads them."""
-    value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
+    if "$" in value:
+        value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
     return _QUOTED_WORD.sub(r"\2", _QUOTES.sub("", value))
 
 
@@ -188,58 +198,105 @@ def _t(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def _mixed_case(s: str) -> bool:
+    # base64_decode only decodes runs holding both an A-Z and an a-z letter.
+    return not (s.islower() or s.isupper())
+
+
+def _odd_space(s: str) -> bool:
+    # Every whitespace character but " " is non-printable: no tab, newline or double space
+    # without one of these.
+    return "  " in s or not s.isprintable()
+
+
 TRANSFORMS: tuple[Transform, ...] = (
-    Transform("url", "decoder", _t(r"%[0-9a-fA-F]{2}|%[uU][0-9a-fA-F]{4}|\+"), url_decode),
-    Transform("html_entities", "decoder", _t(r"&(?:#|[A-Za-z]{2})"), html_decode),
+    Transform("url", "decoder", _t(r"%[0-9a-fA-F]{2}|%[uU][0-9a-fA-F]{4}|\+"), url_decode,
+              lambda s: "%" in s or "+" in s),
+    Transform("html_entities", "decoder", _t(r"&(?:#|[A-Za-z]{2})"), html_decode,
+              lambda s: "&" in s),
     Transform("js_escapes", "decoder", _t(r"\\(?:[xX][0-9a-fA-F]{2}|u[0-9a-fA-F{]|[0-7])"),
-              js_decode),
-    Transform("unicode", "canonical", _t(r"[^\x00-\x7f]"), unicode_fold),
-    Transform("whitespace", "canonical", _t(r"[\t\n\r\x0b\x0c]|\s{2}"), whitespace_fold),
-    Transform("base64", "fold", _t(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + "}"), base64_decode),
-    Transform("sql_comments", "fold", _t(r"/\*"), sql_comment_fold),
-    Transform("path", "fold", _t(r"\\|//|/\./"), path_normalize),
-    Transform("shell", "fold", _t(r"""['"\\`]|\$[{@*I9(]|[<>]\("""), shell_fold),
+              js_decode, lambda s: "\\" in s),
+    Transform("unicode", "canonical", _t(r"[^\x00-\x7f]"), unicode_fold,
+              lambda s: not s.isascii()),
+    Transform("whitespace", "canonical", _t(r"[\t\n\r\x0b\x0c]|\s{2}"), whitespace_fold,
+              _odd_space),
+    Transform("base64", "fold", _t(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + "}"), base64_decode,
+              _mixed_case),
+    Transform("sql_comments", "fold", _t(r"/\*"), sql_comment_fold, lambda s: "/*" in s),
+    Transform("path", "fold", _t(r"\\|//|/\./"), path_normalize,
+              lambda s: "\\" in s or "//" in s or "/./" in s),
+    Transform("shell", "fold", _t(r"""['"\\`]|\$[{@*I9(]|[<>]\("""), shell_fold,
+              lambda s: "'" in s or '"' in s or "\\" in s or "`" in s or "$" in s
+              or "<(" in s or ">(" in s),
 )
 DECODERS = tuple(t for t in TRANSFORMS if t.stage == "decoder")
 CANONICAL = tuple(t for t in TRANSFORMS if t.stage == "canonical")
 FOLDS = tuple(t for t in TRANSFORMS if t.stage == "fold")
 _B64 = next(t for t in TRANSFORMS if t.name == "base64")
-# One search tells whether any transform could change a value (the fast path).
-ANY_TRIGGER = re.compile("|".join(f"(?:{t.trigger.pattern})" for t in TRANSFORMS))
+_NONE: frozenset[Transform] = frozenset()
+# Every gate but those of _NO_MARK needs one of these marks (or "//", "/./", "/*"): one
+# cheap test skips the other six gates on most values (identifiers, tokens, user agents).
+_MARK = re.compile(r"""[%+&\\'"`$<>]""")
+_NO_MARK = tuple(t for t in TRANSFORMS if t.name in ("unicode", "whitespace", "base64"))
+
+
+def _marked(value: str) -> bool:
+    # A character set is the fastest ``re`` search; the slash marks are plain substrings.
+    return (_MARK.search(value) is not None or "//" in value or "/./" in value
+            or "/*" in value)
+
+
+def fired(value: str) -> frozenset[Transform]:
+    """The transforms that may change ``value``: gate, then trigger. Computed once per
+    distinct intermediate value (a transform that changes nothing keeps the set)."""
+    candidates = TRANSFORMS if _marked(value) else _NO_MARK
+    found = [t for t in candidates if t.gate(value) and t.trigger.search(value) is not None]
+    return frozenset(found) if found else _NONE
 
 
 def variants(value: str, max_passes: int = 3, max_len: int = 16384) -> list[str]:
     """Distinct variants of ``value`` to scan, the value itself first."""
     if len(value) > max_len:
         value = value[:max_len]
-    if ANY_TRIGGER.search(value) is None:
-        return [value]
+    first = fired(value)
+    if not first:
+        return [value]  # the common case: nothing could change it
     out = [value]
-    current = _decode_passes(value, max_passes, max_len, out)
+    current, found = _decode_passes(value, first, max_passes, max_len, out)
     for t in CANONICAL:
-        if t.trigger.search(current):
-            current = t.fn(current)[:max_len]
+        if t in found:
+            current, found = _apply(t, current, found, max_len)
     _add(out, current)
     for t in FOLDS:
-        if t.trigger.search(current):
+        if t in found:
             _add(out, t.fn(current)[:max_len])
-    if current != value and _B64.trigger.search(value):
+    if current != value and _B64 in first:
         # URL decoding turns a base64 "+" into a space: also try the value as sent.
         _add(out, base64_decode(value)[:max_len])
     return out[:MAX_VARIANTS]
 
 
-def _decode_passes(value: str, max_passes: int, max_len: int, out: list[str]) -> str:
+def _apply(t: Transform, current: str, found: frozenset[Transform],
+           max_len: int) -> tuple[str, frozenset[Transform]]:
+    """``t`` applied to ``current``, with the transforms that may change the result."""
+    changed = t.fn(current)[:max_len]
+    if changed == current:
+        return current, found
+    return changed, fired(changed)
+
+
+def _decode_passes(value: str, found: frozenset[Transform], max_passes: int, max_len: int,
+                   out: list[str]) -> tuple[str, frozenset[Transform]]:
     current = value
     for _ in range(max_passes):
         before = current
         for t in DECODERS:
-            if t.trigger.search(current):
-                current = t.fn(current)[:max_len]
+            if t in found:
+                current, found = _apply(t, current, found, max_len)
         if current == before:
             break
         _add(out, current)
-    return current
+    return current, found
 
 
 def _add(out: list[str], value: str) -> None:

@@ -66,9 +66,10 @@ class _Candidate:
 
 
 _Flag = tuple[str, bytes, dict[int, int]]  # (variant text, its bytes, {pattern id: match end})
-_MemoKey = tuple[int, str]  # (scan group, value as extracted)
+_MemoKey = str  # the value as extracted, in the memo of its scan group
 MEMO_VALUE_MAX = 512  # longer values are rarely repeated: not memoized
-MEMO_SIZE = 16384  # values remembered per process (then the memo restarts)
+MEMO_SIZE = 16384  # values remembered per process, all groups (then the memos restart)
+VERDICTS_SIZE = 4096  # confirmer answers remembered per process (then they restart)
 
 
 def _encode(value: str) -> bytes:
@@ -104,7 +105,11 @@ class Engine:
                 self._patterns.append(p)
                 self._pattern_rule.append(rule)
         self._prefilter = Prefilter(dbs)
-        self._memo: dict[_MemoKey, list[_Flag]] = {}
+        # One memo per scan group, keyed by the value alone (no key tuple per point).
+        self._memo: list[dict[_MemoKey, tuple[_Flag, ...]]] = [{} for _ in GROUPS]
+        # (confirmer, text) -> its answer: several rules of a class flag the same value,
+        # and flagged benign values repeat; confirmers are pure functions of the text.
+        self._verdicts: dict[tuple[str, str], bool] = {}
         self._group_by_mask: dict[int, int] = {}
 
     # ------------------------------------------------------------------ loading
@@ -168,20 +173,25 @@ class Engine:
         out: list[tuple[int, _Flag]] = []
         pending: list[list[tuple[int, str, bytes, _MemoKey | None]]] = [[] for _ in GROUPS]
         cap, passes = self.cfg.max_value_bytes, self.cfg.max_decode_passes
-        memo, groups = self._memo, self._group_by_mask
+        memos, groups = self._memo, self._group_by_mask
         # The hot loop of the engine: kept free of per-point function calls where it can.
         for i, (mask, _, value) in enumerate(points):
             g = groups.get(mask)
             if g is None:
                 g = groups[mask] = group_of(mask)
-            key = (g, value) if len(value) <= MEMO_VALUE_MAX else None
-            known = memo.get(key) if key is not None else None
+            key = value if len(value) <= MEMO_VALUE_MAX else None
+            known = memos[g].get(value) if key is not None else None
             if known is not None:
-                if known:
-                    out.extend((i, flag) for flag in known)
+                for flag in known:
+                    out.append((i, flag))
                 continue
+            segs = pending[g]
             for v in variants(value, passes, cap):
-                pending[g].append((i, v, _encode(v)[:cap], key))
+                try:
+                    data = v.encode()  # valid UTF-8 text: the common case, no call
+                except UnicodeEncodeError:
+                    data = _encode(v)
+                segs.append((i, v, data[:cap], key))
         for g, segs in enumerate(pending):
             if segs:
                 self._scan_group(g, segs, out)
@@ -190,17 +200,19 @@ class Engine:
     def _scan_group(self, g: int, segs: list[tuple[int, str, bytes, _MemoKey | None]],
                     out: list[tuple[int, _Flag]]) -> None:
         # Every memo key of the group is learned, flagged or not: a clean value is the
-        # common case and must be the cheapest repeat.
-        learned: dict[_MemoKey, list[_Flag]] = {s[3]: [] for s in segs if s[3] is not None}
+        # common case and must be the cheapest repeat. Tuples, and the shared empty one for
+        # clean values: thousands of remembered lists would slow every GC pass down.
+        learned: dict[_MemoKey, tuple[_Flag, ...]] = dict.fromkeys(
+            (s[3] for s in segs if s[3] is not None), ())
         for j, found in self._prefilter.scan(g, [s[2] for s in segs]):
             i, text, data, key = segs[j]
             flag = (text, data, found)
             out.append((i, flag))
             if key is not None:
-                learned[key].append(flag)
-        if len(self._memo) + len(learned) > MEMO_SIZE:
-            self._memo.clear()  # SECURITY: bounded; a flood of new values only resets it
-        self._memo.update(learned)
+                learned[key] += (flag,)
+        if sum(map(len, self._memo)) + len(learned) > MEMO_SIZE:
+            self._clear_values()  # SECURITY: bounded; a flood of new values only resets it
+        self._memo[g].update(learned)
 
     def _candidates(self, points: Sequence[Point]) -> dict[tuple[str, tuple[str, ...]], _Candidate]:
         """(rule, point) pairs Hyperscan found, filtered by the rules' point kinds."""
@@ -231,23 +243,36 @@ class Engine:
             if time.perf_counter() > deadline:
                 self.stats.budget_overruns += 1
                 break
-            check = CONFIRMERS[cand.rule.confirm]
-            match = next((m for m in cand.matches if check(_around(*m))), None)
+            name = cand.rule.confirm
+            match = next((m for m in cand.matches if self._verdict(name, _around(*m))), None)
             if match is None:
                 self.stats.confirm_rejected += 1
             else:
                 confirmed.append((cand, match[1], match[2]))
         return confirmed
 
+    def _verdict(self, confirmer: str, text: str) -> bool:
+        key = (confirmer, text)
+        known = self._verdicts.get(key)
+        if known is None:
+            known = CONFIRMERS[confirmer](text)
+            if len(self._verdicts) >= VERDICTS_SIZE:
+                self._verdicts.clear()  # SECURITY: bounded, like the value memo
+            self._verdicts[key] = known
+        return known
+
     def _report(self, record: RequestRecord, confirmed: list[tuple[_Candidate, bytes, int]],
                 exclusions: ExclusionSet | None, application: str) -> list[Hit]:
         viable = self._viable_classes(cand.rule for cand, _, _ in confirmed)
-        hits = [(self._hit(record, cand, application), data, end)
+        template = self._hit_template(record, application)
+        hits = [(self._hit(template, cand), data, end)
                 for cand, data, end in confirmed if cand.rule.cls in viable]
         excl = [x for x in (self.exclusions, exclusions) if x]
         if excl:
             hits = [h for h in hits if not any(x.matches(h[0]) for x in excl)]
-        reported = self._reported_classes([h for h, _, _ in hits])
+            reported = self._reported_classes([h for h, _, _ in hits])
+        else:
+            reported = viable  # nothing dropped: the same rules, the same scores
         out = []
         for hit, data, end in hits:
             if hit["class"] in reported:
@@ -273,24 +298,40 @@ class Engine:
                 scores[hit["class"]] = scores.get(hit["class"], 0) + hit["score"]
         return {c for c, score in scores.items() if score >= self.cfg.threshold}
 
-    def _hit(self, record: RequestRecord, cand: _Candidate, application: str) -> Hit:
-        rule, path = cand.rule, list(cand.point.path)
+    @staticmethod
+    def _hit_template(record: RequestRecord, application: str) -> Hit:
+        """The fields every hit of ``record`` shares, in the order a hit lists them (rule
+        and point fields are placeholders ``_hit`` overwrites)."""
         host = as_text(record.get("host", ""))
         response = record.get("response") or {}
-        return {"id": hit_id(record.get("id", ""), rule.id, path),
-                "record_id": record.get("id", ""), "request_id": record.get("request_id", ""),
+        return {"id": "", "record_id": record.get("id", ""),
+                "request_id": record.get("request_id", ""),
                 "ts": float(record.get("ts", 0.0)), "client_ip": record.get("client_ip", ""),
                 "host": host, "application": application or host,
                 "method": as_text(record.get("method", "")),
-                "path": as_text(record.get("path", "")), "class": rule.cls,
-                "rule_id": rule.id, "severity": rule.severity, "score": rule.score,
-                "point": path, "fragment": "", "source": record.get("source", ""),
+                "path": as_text(record.get("path", "")), "class": "", "rule_id": "",
+                "severity": "", "score": 0, "point": [], "fragment": "",
+                "source": record.get("source", ""),
                 "response_status": int(response.get("status", 0) or 0)}
+
+    @staticmethod
+    def _hit(template: Hit, cand: _Candidate) -> Hit:
+        rule, path = cand.rule, list(cand.point.path)
+        hit: Hit = template.copy()  # type: ignore[assignment]
+        hit["id"] = hit_id(template["record_id"], rule.id, path)
+        hit["class"], hit["rule_id"] = rule.cls, rule.id
+        hit["severity"], hit["score"], hit["point"] = rule.severity, rule.score, path
+        return hit
 
     def clear_memo(self) -> None:
         """Forget remembered values (benchmarks replaying the same requests call it between
         rounds, so a replay does not count as repeated traffic)."""
-        self._memo.clear()
+        self._clear_values()
+        self._verdicts.clear()
+
+    def _clear_values(self) -> None:
+        for memo in self._memo:
+            memo.clear()
 
     # ------------------------------------------------------------------ rule examples
 

@@ -54,6 +54,8 @@ FIXED_HEADERS = frozenset({
     "sec-ch-ua-platform", "grpc-timeout", "content-encoding",
 })
 SKIP_HEADERS = frozenset({"cookie", ":path", ":authority", ":method", ":scheme"})
+# Header name -> point mask (0: not a header point); any other name is HEADERS.
+_HEADER_MASK = {**dict.fromkeys(SKIP_HEADERS, 0), **dict.fromkeys(FIXED_HEADERS, ALL_HEADERS)}
 MAX_PARTS = 64  # multipart parts followed
 _PLAIN_SEGMENT = re.compile(r"[\w.~@:,=-]*")
 _PLAIN_NAME = re.compile(r"[\w.-]*")
@@ -115,22 +117,26 @@ def extract(record: RequestRecord, limits: Limits) -> list[Point]:
     out.add(METHOD, ("method",), text(record.get("method", "")))
     _path(out, text(record.get("path", "")))
     _urlencoded(out, text(record.get("query", "")), ("query",))
-    headers = [(text(n).lower(), text(v)) for n, v in record.get("headers") or ()]
-    for name, value in headers:
+    # str is the common case (valid UTF-8): no call for it.
+    headers = [(n.lower() if n.__class__ is str else text(n).lower(),
+                v if v.__class__ is str else text(v)) for n, v in record.get("headers") or ()]
+    by_mask: dict[int, list[tuple[str, str]]] = {HEADERS: [], ALL_HEADERS: [], 0: []}
+    for header in headers:
+        by_mask[_HEADER_MASK.get(header[0], HEADERS)].append(header)
+    for name, value in by_mask[0]:
         if name == "cookie":
             _cookies(out, value)
-    for name, value in headers:
-        if name not in FIXED_HEADERS and name not in SKIP_HEADERS:
-            out.add(HEADERS, ("header", name), value)
+    add = out.add
+    for name, value in by_mask[HEADERS]:
+        add(HEADERS, ("header", name), value)
     body = record.get("body") or b""
     if body:
         # Not lowercased here: the multipart boundary is case-sensitive.
         ctype = next((v for n, v in headers if n == "content-type"), "")
         coding = next((v.lower() for n, v in headers if n == "content-encoding"), "")
         _body(out, _decompressed(bytes(body), coding, limits.max_value_bytes * 4), ctype)
-    for name, value in headers:
-        if name in FIXED_HEADERS:
-            out.add(ALL_HEADERS, ("header", name), value)
+    for name, value in by_mask[ALL_HEADERS]:
+        add(ALL_HEADERS, ("header", name), value)
     return out.points
 
 

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from node.detectors.decode import TRANSFORMS, explain, variants
+from node.detectors.decode import TRANSFORMS, explain, fired, variants
 
 BY_NAME = {t.name: t for t in TRANSFORMS}
 
@@ -57,6 +57,14 @@ def test_transform(name: str, value: str, expected: str) -> None:
     t = BY_NAME[name]
     assert t.trigger.search(value), "the trigger must fire where the transform changes"
     assert t.fn(value) == expected
+
+
+@pytest.mark.parametrize("name,value,expected", TRANSFORM_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(TRANSFORM_CASES)])
+def test_gate_lets_the_transform_through(name: str, value: str, expected: str) -> None:
+    # The cheap gates before the triggers may only skip transforms that change nothing.
+    assert BY_NAME[name].gate(value)
+    assert BY_NAME[name] in fired(value)
 
 
 NO_CHANGE = [
