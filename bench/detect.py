@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from node.config import DetectionConfig  # noqa: E402
 from node.corpus import Case, class_scores, read_cases, reported_class, to_record, wire_request  # noqa: E402
-from node.detectors.engine import Engine  # noqa: E402
+from node.detectors.engine import Engine, freeze_loaded_state  # noqa: E402
 
 DEFAULT_CORPUS = [REPO.parent / "shared" / "corpus", REPO / "tests" / "data"]
 
@@ -69,6 +69,7 @@ def load_engine(rules_dir: str | None = None) -> Engine:
     t0 = time.perf_counter()
     engine = Engine.load(DetectionConfig(rules_dir=rules_dir), bench_cache(),
                          time_budget_ms=1000.0)
+    freeze_loaded_state()  # as a processing worker does after loading
     print(f"engine load: {time.perf_counter() - t0:.1f} s "
           f"({'from the cache' if engine.cache_hit else 'compiled'})")
     for failed in engine.report.failed:
