@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from node.config import CLASSES
+from node.logs import safe
 from node.records import Hit
 
 log = logging.getLogger(__name__)
@@ -130,5 +131,5 @@ async def load_exclusions(redis: Any, keys: Any,
         try:
             items.append(parse_exclusion(orjson.loads(blob)))
         except (ValueError, orjson.JSONDecodeError) as exc:
-            log.warning("skipping exclusion %r: %s", ex_id, exc)
+            log.warning("skipping exclusion %s: %s", safe(ex_id), safe(str(exc)))  # SECURITY
     return ExclusionSet(items)
