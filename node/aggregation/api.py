@@ -108,7 +108,8 @@ async def get_stats(request: web.Request) -> web.Response:
 async def get_timeline(request: web.Request) -> web.Response:
     deps, q = request.app[DEPS], request.query
     p.check_known(q, ("since", "until", "bucket"))
-    until = p.timestamp(q, "until") or time.time()
+    until = p.timestamp(q, "until")
+    until = time.time() if until is None else until  # an explicit until=0 is a time, not "now"
     since = p.timestamp(q, "since")
     since = until - 86400 if since is None else since
     p.time_range(since, until)
