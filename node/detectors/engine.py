@@ -42,7 +42,7 @@ from node.detectors.pack import (
     pack_hash,
     verdict_key,
 )
-from node.detectors.points import ARGS, HEADERS, Limits, Point, extract
+from node.detectors.points import ARGS, HEADERS, POINT_MASKS, Limits, Point, extract
 from node.detectors.prefilter import GROUPS, Databases, Prefilter, compile_databases, group_of
 from node.records import FRAGMENT_MAX_CHARS, Hit, RequestRecord, as_text, hit_id
 
@@ -179,7 +179,7 @@ class Engine:
         for i, (mask, _, value) in enumerate(points):
             g = groups.get(mask)
             if g is None:
-                g = groups[mask] = group_of(mask)
+                g = groups[mask] = self._route(mask)
             key = value if len(value) <= MEMO_VALUE_MAX else None
             known = memos[g].get(value) if key is not None else None
             if known is not None:
@@ -197,6 +197,14 @@ class Engine:
             if segs:
                 self._scan_group(g, segs, out)
         return out
+
+    @staticmethod
+    def _route(mask: int) -> int:
+        # The groups were compiled for these masks only: another one could meet a group
+        # without the patterns that apply to it (a bug in points.py, never silently).
+        if mask not in POINT_MASKS:
+            raise ValueError(f"point mask {mask} is not in points.POINT_MASKS")
+        return group_of(mask)
 
     def _scan_group(self, g: int, segs: list[tuple[int, str, bytes, _MemoKey | None]],
                     out: list[tuple[int, _Flag]]) -> None:

@@ -26,7 +26,7 @@ from node.config import CLASSES, DetectionConfig
 # that build the databases is hashed into the pack hash too (ENGINE_SOURCES), so an edit to
 # them can never load a database compiled under other rules of the game.
 ENGINE_VERSION = "oob-engine-2"
-ENGINE_SOURCES = ("pack.py", "prefilter.py", "rewrite.py")
+ENGINE_SOURCES = ("pack.py", "prefilter.py", "rewrite.py", "points.py")
 
 BUILTIN_DIR = Path(__file__).parent / "rules"
 SEVERITIES = ("low", "medium", "high", "critical")

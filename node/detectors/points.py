@@ -36,6 +36,10 @@ HEADERS = KIND_BIT["headers"] | KIND_BIT["all_headers"]
 ALL_HEADERS = KIND_BIT["all_headers"]
 FILENAMES = KIND_BIT["filenames"]
 METHOD = KIND_BIT["method"]
+# Every mask a point can carry (``extract`` uses no other; a test holds it to that). The scan
+# databases are built from it: a group only holds patterns that can apply to a point it scans.
+POINT_MASKS = frozenset({METHOD, PATH, ARGS, ARG_NAMES, ARGS | ARG_NAMES, BODY, BODY | ARGS,
+                         COOKIES, COOKIES | ARG_NAMES, HEADERS, ALL_HEADERS, FILENAMES})
 
 # Headers whose values are fixed vocabulary or set by proxies and tracing, not typed by a
 # client: only ``all_headers`` rules see them. Every other header (user-agent, referer,

@@ -20,7 +20,8 @@ made it slower than one call per value.)
 
 Scan groups: a value is scanned by the databases of the first group of ``GROUPS`` whose
 kinds cover all of its point kinds; a group holds the patterns of every rule that applies
-to at least one of its kinds, so it holds every pattern that applies to the value (in one
+to at least one kind of the points routed to it (``group_kinds``, from the masks
+``points.POINT_MASKS`` lists), so it holds every pattern that applies to the value (in one
 or more shards, see ``SHARD_MAX_PATTERNS``). A whole XML document (``body``) meets only the
 body rules, a vocabulary header (``accept``: ``all_headers``) only the ~70 all-header
 patterns instead of all ~450, and a rule written for the method (``[^A-Z]``) never fires on
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import hyperscan
 
 from node.detectors.pack import KIND_BIT, Pattern
+from node.detectors.points import POINT_MASKS
 from node.detectors.rewrite import scan_regex
 
 FRAGMENT_WINDOW = 96  # bytes before a match's end shown as its fragment
@@ -55,6 +57,18 @@ def group_of(mask: int) -> int:
         if not mask & ~bits:
             return i
     return len(GROUPS) - 1
+
+
+def group_kinds(group: int) -> int:
+    """The kinds of the points this group scans: the union of every point mask routed to it.
+    A group only holds patterns of rules that apply to one of them (the "request" group
+    would otherwise also hold method-only patterns, which match nearly any value, so every
+    value scanned paid a match callback and a flag for nothing)."""
+    kinds = 0
+    for mask in POINT_MASKS:
+        if group_of(mask) == group:
+            kinds |= mask
+    return kinds
 
 
 # Hyperscan's compile time grows faster than the pattern count: a group of more patterns is
@@ -95,8 +109,8 @@ def compile_databases(patterns: Sequence[Pattern], masks: Sequence[int]) -> Data
     """Compile the shards of every group (slow: seconds for a full rule set; the engine
     caches the result). ``masks[i]`` is the point mask of pattern i's rule."""
     groups = []
-    for _, bits in GROUPS:
-        ids = [i for i, m in enumerate(masks) if m & bits]
+    for g in range(len(GROUPS)):
+        ids = [i for i, m in enumerate(masks) if m & group_kinds(g)]
         groups.append(tuple(_compile(([scan_regex(patterns[i].regex) for i in shard],
                                       [scan_flags(patterns[i]) for i in shard], shard))
                             for shard in shards(ids)))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from detect_helpers import record
 
+from node.corpus import read_cases, to_record
 from node.detectors.pack import KIND_BIT
-from node.detectors.points import Limits, Point, extract
+from node.detectors.points import POINT_MASKS, Limits, Point, extract
 from node.records import RequestRecord
 
 
@@ -89,6 +91,26 @@ def test_body_kinds(name: str, ctype: str, body: bytes,
                         headers=[["Content-Type", ctype]] if ctype else []))
     for path, value in expected.items():
         assert got[path].value == value, path
+
+
+def _every_kind_of_record() -> list[RequestRecord]:
+    """Records reaching every branch of ``extract``: each body kind, cookies, headers, odd
+    path segments, a bare query token, and the repo's labeled request files."""
+    recs = [record(method="POST", path="/a/<b>/c", query="x=1&<script>&a[b]=2",
+                   headers=[["Cookie", "s=1; <x>=2"], ["User-Agent", "u"], ["Accept", "*/*"],
+                   ["Content-Type", ctype]], body=body)
+            for _, ctype, body, _ in BODY_CASES]
+    data = Path(__file__).parent.parent / "data"
+    recs += [to_record(case) for f in sorted(data.glob("*.jsonl")) for case in read_cases(f)]
+    return recs
+
+
+def test_points_carry_only_the_masks_the_databases_were_built_for() -> None:
+    # prefilter.group_kinds builds each scan group from POINT_MASKS: a point with another
+    # mask could meet a group without the patterns that apply to it.
+    seen = {p.mask for rec in _every_kind_of_record() for p in extract(rec, Limits())}
+    assert seen <= POINT_MASKS, seen - POINT_MASKS
+    assert seen == POINT_MASKS  # and the records do reach every kind: none is stale
 
 
 def test_xml_doctype_is_a_body_point_and_never_resolved() -> None:
