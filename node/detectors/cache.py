@@ -5,7 +5,8 @@ Used by ``Engine.load`` (start of every processing worker): the databases are st
 Hyperscan versions and the disabled rules), so every worker after the first loads them in
 milliseconds instead of compiling for seconds. ``verdicts.bin`` remembers which single
 patterns compile (and the error of those that do not) across pack versions, so editing
-one rule re-judges that rule only. Writes are atomic (temp file + rename): workers starting
+one rule re-judges that rule only. Only the newest database files are kept (``prune``).
+Writes are atomic (temp file + rename): workers starting
 together never read half a file; a corrupt or foreign file is ignored (recompiled).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,11 @@ from node.detectors.prefilter import GROUPS, Databases
 log = logging.getLogger(__name__)
 FORMAT = 5
 MAX_VERDICTS = 20000  # beyond it the verdict file starts over (bounded growth)
+# Database files kept per cache directory, newest first: every rule edit or upgrade writes a
+# new one (megabytes each). More than one, so two node versions sharing a data directory
+# during a rolling upgrade do not delete each other's file and recompile in turn.
+KEEP_DATABASES = 3
+STALE_TMP_S = 3600.0  # a temp file this old was left by a writer that died mid-write
 
 
 def db_path(cache_dir: Path, key: str) -> Path:
@@ -52,6 +59,29 @@ def read_databases(cache_dir: Path, key: str) -> tuple[Databases, Verdicts] | No
 def write_databases(cache_dir: Path, key: str, dbs: Databases, verdicts: Verdicts) -> None:
     _write(db_path(cache_dir, key), {"format": FORMAT, "groups": [list(g) for g in dbs.groups],
                                      "verdicts": dict(verdicts)})
+    prune(Path(cache_dir))
+
+
+def prune(cache_dir: Path, keep: int = KEEP_DATABASES) -> list[Path]:
+    """Delete all but the ``keep`` newest database files and stale temp files; returns what
+    was deleted. Never raises (another worker may be pruning the same directory)."""
+    def mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    dbs = sorted(cache_dir.glob("hs-*.bin"), key=mtime, reverse=True)
+    now = time.time()
+    stale = [t for t in cache_dir.glob(".tmp-*") if now - mtime(t) > STALE_TMP_S]
+    removed = []
+    for path in dbs[keep:] + stale:
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def read_verdicts(cache_dir: Path) -> Verdicts:

@@ -3,6 +3,7 @@ rules and classes, the pack hash, and the compiled-database cache."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from detect_helpers import rule
 
 from node.config import DetectionConfig
+from node.detectors import cache
 from node.detectors.engine import Engine
 from node.detectors.pack import RuleError, Verdicts, parse_rule
 
@@ -90,6 +92,23 @@ def test_corrupt_cache_is_recompiled(make_engine: Callable[..., Engine], tmp_pat
     assert not again.cache_hit and again.match_value("1 union select 2", "args") == {
         "sqli-good"}
     assert first.pack.hash == again.pack.hash
+
+
+def test_old_databases_are_pruned(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    for score in range(5, 5 + cache.KEEP_DATABASES + 2):  # every edit writes a new database
+        make_engine({"sqli": [{**GOOD, "score": score}]})
+    stale_tmp = cache_dir / ".tmp-dead-writer"
+    stale_tmp.write_bytes(b"half")
+    os.utime(stale_tmp, (0, 0))
+    fresh_tmp = cache_dir / ".tmp-live-writer"
+    fresh_tmp.write_bytes(b"half")
+    newest = make_engine({"sqli": [{**GOOD, "score": 20}]})
+    kept = sorted(cache_dir.glob("hs-*.bin"))
+    assert len(kept) == cache.KEEP_DATABASES
+    assert cache.db_path(cache_dir, newest.pack.hash) in kept
+    assert not stale_tmp.exists() and fresh_tmp.exists()  # a live writer's file stays
+    assert make_engine({"sqli": [{**GOOD, "score": 20}]}).cache_hit
 
 
 def test_parse_rule_defaults() -> None:
