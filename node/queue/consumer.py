@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS_FIELD = "dead_letters"  # field of the counters hash (see keys.counters)
 ERROR_MAX_CHARS = 1000  # errors stored with a dead letter are capped (they may quote input)
 MAX_ENTRY_BYTES = 64 * 1024 * 1024  # SECURITY: an entry larger than this is not unpacked
+PRUNE_IDLE_MS = 3_600_000  # a member silent for an hour with nothing pending has departed
+PRUNE_EVERY_S = 60.0  # how often a member looks for departed ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +85,15 @@ class GroupConsumer:
     ``claim_entries``: entries taken over per read. 1 by default: an entry that kills whatever
     worker reads it (a record that hangs or crashes the engine) is then retried alone and
     dead-lettered alone, instead of taking the innocent entries of its batch down with it.
+    ``prune_idle_ms``: other members idle this long with nothing pending are deleted from the
+    group (every restart adds a member name: without this, XINFO CONSUMERS grows forever).
     """
 
     def __init__(self, redis: aioredis.Redis, stream: str, group: str, consumer_name: str, *,
                  dead_stream: str | None = None, batch_entries: int = 16, block_ms: int = 1000,
                  claim_idle_ms: int = 30000, max_deliveries: int = 5,
                  counters_key: str | None = None, dead_maxlen: int | None = None,
-                 claim_entries: int = 1) -> None:
+                 claim_entries: int = 1, prune_idle_ms: int = PRUNE_IDLE_MS) -> None:
         self.redis = redis
         self.stream = stream
         self.group = group
@@ -103,8 +107,11 @@ class GroupConsumer:
         self.claim_entries = claim_entries
         self.dead_maxlen = dead_maxlen
         self.dead_letters = 0  # entries this member dead-lettered (monotonic, for metrics)
+        # A live member polls every block_ms; never prune one idle less than many claims.
+        self.prune_idle_ms = max(prune_idle_ms, 10 * claim_idle_ms, 10 * block_ms)
         self._claim_cursor: bytes | str = "0-0"
         self._next_claim_at = 0.0  # monotonic time of the next XAUTOCLAIM
+        self._next_prune_at = 0.0  # monotonic time of the next look for departed members
 
     # ------------------------------------------------------------------ group
 
@@ -121,6 +128,35 @@ class GroupConsumer:
         depth = await read_depth(self.redis, self.stream, self.group)
         return depth.lag, depth.pending
 
+    async def prune_consumers(self) -> list[str]:
+        """Delete the other members that are idle longer than ``prune_idle_ms`` and hold no
+        pending entry (their entries were reclaimed first); returns their names.
+
+        Safe without a transaction: a departed member's pending count can only grow by its
+        own read, which would also reset its idle time; a member deleted while alive is
+        re-created by its next XREADGROUP.
+        """
+        pruned = []
+        for info in await self.redis.xinfo_consumers(self.stream, self.group):
+            name = _text(info.get("name", b""))
+            if (name != self.consumer_name and int(info.get("pending", 1)) == 0
+                    and int(info.get("idle", 0)) > self.prune_idle_ms):
+                await self.redis.xgroup_delconsumer(self.stream, self.group, name)
+                pruned.append(name)
+        if pruned:
+            log.info("removed departed group members", extra={
+                "stream": self.stream, "group": self.group, "members": len(pruned)})
+        return pruned
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_prune_at:
+            self._next_prune_at = now + PRUNE_EVERY_S
+            try:
+                await self.prune_consumers()
+            except ResponseError as exc:  # no stream or group yet: the read handles that
+                log.debug("cannot look for departed members: %s", exc)
+
     # ------------------------------------------------------------------ reading
 
     async def read(self) -> list[StreamEntry]:
@@ -130,6 +166,7 @@ class GroupConsumer:
         never returned.
         """
         try:
+            await self._maybe_prune()
             claimed = await self._claim()
             if claimed:
                 return await self._accept(claimed)

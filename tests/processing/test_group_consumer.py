@@ -60,6 +60,31 @@ async def test_entries_of_a_dead_member_are_reclaimed_with_delivery_count(redis,
     assert (entry.id, entry.deliveries, entry.items) == (eid, 2, [{"id": "r1"}])
 
 
+async def test_departed_members_are_pruned_once_nothing_is_pending(redis, prefix):
+    # Idle thresholds are floors (10x claim_idle_ms / block_ms): keep both tiny here.
+    opts = {"claim_idle_ms": 1, "block_ms": 1, "prune_idle_ms": 30}
+    gone, holding, live = (consumer(redis, prefix, n, **opts) for n in ("gone", "holding", "live"))
+    await live.ensure_group()
+    await add(redis, prefix, [{"id": "r1"}])
+    [entry] = await gone.read()
+    await gone.ack([entry.id])
+    await add(redis, prefix, [{"id": "r2"}])
+    assert len(await holding.read()) == 1  # left pending: it must be reclaimed first
+    await asyncio.sleep(0.1)
+    assert await live.prune_consumers() == ["gone"]
+    names = {i["name"] for i in await redis.xinfo_consumers(Keys(prefix).requests, "processing")}
+    assert names == {b"holding"}  # "live" has not read yet: it is no member so far
+
+
+async def test_recently_active_members_are_kept(redis, prefix):
+    a, b = consumer(redis, prefix, "a"), consumer(redis, prefix, "b")
+    await a.ensure_group()
+    await add(redis, prefix, [{"id": "r1"}])
+    [entry] = await a.read()
+    await a.ack([entry.id])
+    assert await b.prune_consumers() == []  # idle far below the default hour
+
+
 BAD_ENTRIES = [
     ("not msgpack", {ENTRY_FIELD: b"\xc1\xc1"}, "undecodable"),
     ("not an array", {ENTRY_FIELD: msgpack.packb({"a": 1})}, "undecodable"),
