@@ -8,8 +8,8 @@ is both ``headers`` and ``all_headers``), ``path`` is what a hit reports (``("qu
 
 Values are once URL-decoded where the application would decode them (query, form, cookie
 names); the decoding pipeline does the rest. Bodies are inflated when ``Content-Encoding``
-says gzip/deflate (bounded), then parsed by content type, sniffed when the header lies (a
-JSON-looking body is parsed as JSON). # SECURITY: every parser is bounded:
+says gzip/deflate/br (``inflate.py``, bounded), then parsed by content type, sniffed when
+the header lies (a JSON-looking body is parsed as JSON). # SECURITY: every parser is bounded:
 ``max_points`` in total, ``max_json_depth`` nesting, values cut at ``max_value_bytes``; XML
 is tokenized with regexes and entities are never resolved (no network, no expansion).
 """
@@ -17,13 +17,13 @@ is tokenized with regexes and entities are never resolved (no network, no expans
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
 
 from node.detectors.decode import bytes_to_text, url_decode
+from node.detectors.inflate import inflate
 from node.detectors.pack import KIND_BIT
 from node.records import RequestRecord, Text
 
@@ -138,7 +138,7 @@ def extract(record: RequestRecord, limits: Limits) -> list[Point]:
         # Not lowercased here: the multipart boundary is case-sensitive.
         ctype = next((v for n, v in headers if n == "content-type"), "")
         coding = next((v.lower() for n, v in headers if n == "content-encoding"), "")
-        _body(out, _decompressed(bytes(body), coding, limits.max_value_bytes * 4), ctype)
+        _body(out, inflate(bytes(body), coding, limits.max_value_bytes * 4), ctype)
     for name, value in by_mask[ALL_HEADERS]:
         add(ALL_HEADERS, ("header", name), value)
     return out.points
@@ -193,21 +193,6 @@ def _cookies(out: _Out, header: str) -> None:
 
 
 # ----------------------------------------------------------------------------- bodies
-
-def _decompressed(body: bytes, coding: str, cap: int) -> bytes:
-    """gzip/deflate bodies inflated here, never by the listener (DESIGN: decoding is a
-    bounded step of processing). # SECURITY: output capped (zip bombs stop at ``cap``);
-    a body that does not inflate (a fake ``gzip``, a truncated stream) is kept as sent."""
-    if "gzip" in coding or "deflate" in coding:
-        for wbits in (47, -15):  # 47: zlib or gzip header, detected; -15: raw deflate
-            try:
-                out = zlib.decompressobj(wbits).decompress(body, cap)
-            except zlib.error:
-                continue
-            if out:
-                return out
-    return body
-
 
 def _body(out: _Out, body: bytes, ctype: str) -> None:
     body = body[: out.limits.max_value_bytes * 4]

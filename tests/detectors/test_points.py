@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import brotli
 import pytest
 from detect_helpers import record
 
@@ -244,7 +245,9 @@ def _deflate_raw(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-@pytest.mark.parametrize("coding,encode", [("gzip", _gzip), ("deflate", _deflate_raw)])
+@pytest.mark.parametrize("coding,encode", [("gzip", _gzip), ("deflate", _deflate_raw),
+                                          ("br", brotli.compress),
+                                          ("gzip, br", lambda d: brotli.compress(_gzip(d)))])
 def test_compressed_bodies_are_inflated(coding: str, encode: Any) -> None:
     got = points(record(method="POST", body=encode(b"q=1%27%20or%201%3D1"),
                         headers=[["Content-Type", "application/x-www-form-urlencoded"],

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+
+import brotli
 import pytest
 
 from node.processing.enrich import enrich_hits, request_fingerprint
+
+PASSWD = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n"
 
 
 def record(**fields: object) -> dict[str, object]:
@@ -35,6 +40,15 @@ def test_fingerprint_is_the_same_for_the_same_request_and_differs_otherwise() ->
         ({"status": 200, "body": b"<html>welcome</html>"}, None),
         ({"status": 404, "body": b""}, None),
         (None, None),
+        # compressed answers (what a client sending Accept-Encoding gets) are inflated first
+        ({"status": 200, "body": gzip.compress(PASSWD),
+          "headers": [["Content-Type", "text/plain"], ["Content-Encoding", "gzip"]]},
+         "passwd_file"),
+        ({"status": 200, "body": brotli.compress(PASSWD),
+          "headers": [["content-encoding", "br"]]}, "passwd_file"),
+        ({"status": 200, "body": brotli.compress(PASSWD)}, None),  # no coding said: as sent
+        ({"status": 200, "body": PASSWD, "headers": [["Content-Encoding", "gzip"]]},
+         "passwd_file"),  # a lying header changes nothing
     ],
 )
 def test_response_evidence(response: dict[str, object] | None, expected: str | None) -> None:
