@@ -2,17 +2,18 @@
 
 Runs the real Envoy (one worker) with deploy/envoy/gateway.yaml in front of the demo app, in
 four modes: no plugin, the plugin unbatched (one POST per request), batched, and batched with
-capture_response_body off (the response body is then not read at all). The mirror
-policy is off in all three, so only the plugin is measured. Batches go to a minimal sink that
-answers 202 (or to a real node's batch listener with --batch-port/--token).
+capture_response_body off (the response body is then not read at all); with --floor also
+an empty Lua filter. The mirror policy is off in all, so only the plugin is measured.
+Batches go to a minimal sink that answers 202 (or to a real node's batch listener with
+--batch-port/--token).
 
 For each mode: N requests (3 GETs with a query and browser-like headers, then 1 POST with a
 2 KB JSON body, repeated) at a fixed concurrency after a warm-up; client-side p50/p99
-latency, and Envoy's CPU per request from /proc/<pid>/stat (utime + stime) before/after.
+latency, and Envoy's CPU per request (its process CPU clock before/after, or /proc ticks).
 The Envoys run side by side and are measured in interleaved rounds, so a busy
 neighbour on the machine slows all modes alike; a mode's CPU figure is its median round.
 
-    .venv/bin/python bench/envoy_overhead.py [-n 5000] [--concurrency 8] [--batch 50]
+    .venv/bin/python bench/envoy_overhead.py [-n 5000] [--concurrency 8] [--batch 50] [--floor]
 """
 
 from __future__ import annotations
@@ -140,13 +141,21 @@ async def measure(modes: list[Mode], args: argparse.Namespace) -> None:
         await load(mode.gateway.url, 1, 1)
 
 
+# --floor: the Lua filter with callbacks that do nothing, i.e. what Envoy spends on running
+# any Lua per request (a coroutine and a handle per callback); the plugin cannot go below it
+EMPTY_LUA = "function envoy_on_request(h) end\nfunction envoy_on_response(h) end\n"
+
+
 def make_modes(ports: dict[str, int], args: argparse.Namespace) -> list[Mode]:
-    def gateway(lua: bool, batch: int, response_body: bool = True) -> Gateway:
+    def gateway(lua: bool, batch: int, response_body: bool = True,
+                source: str | None = None) -> Gateway:
         return Gateway(app_port=ports["app"], mirror_port=ports["mirror"],
                        batch_port=ports["batch"], token=args.token, lua=lua, mirror=False,
-                       batch_size=batch, capture_response_body=response_body)
+                       batch_size=batch, capture_response_body=response_body,
+                       lua_source=source)
 
-    return [Mode("no plugin", gateway(False, 1)),
+    floor = [Mode("empty Lua filter", gateway(True, 1, source=EMPTY_LUA))] if args.floor else []
+    return [Mode("no plugin", gateway(False, 1)), *floor,
             Mode("plugin, batch 1", gateway(True, 1)),
             Mode(f"plugin, batch {args.batch}", gateway(True, args.batch)),
             Mode(f"batch {args.batch}, no resp body", gateway(True, args.batch, False))]
@@ -187,6 +196,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
     p.add_argument("--batch", type=int, default=50, help="batch size of the batched mode")
     p.add_argument("--batch-port", type=int, help="a real node's batch listener port")
+    p.add_argument("--floor", action="store_true",
+                   help="also measure an empty Lua filter (Envoy's own cost of running Lua)")
     p.add_argument("--token", default="bench-token")
     p.add_argument("--sink", type=int, help=argparse.SUPPRESS)  # internal: run the sink
     args = p.parse_args()

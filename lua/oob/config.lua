@@ -49,7 +49,8 @@ local SCHEMA = {
     "requests in flight tracked per worker; beyond it new requests are not captured" },
   sweep_interval_ms = { "integer", 1000, 0, 3600000, "how often abandoned state is swept" },
   metadata_namespace = { "string", "oob.mirror", nil, nil,
-    "dynamicMetadata namespace of the per-request token" },
+    "dynamicMetadata namespace of the per-request token (used when a request cannot be "
+      .. "found by x-request-id)" },
   static_meta = { "table", {}, nil, nil,
     "string map copied into every record's meta (e.g. cluster, namespace, workload)" },
 }

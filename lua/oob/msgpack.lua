@@ -1,7 +1,9 @@
 -- oob.msgpack: the small MessagePack encoder of the Envoy plugin.
 --
--- Where it sits: oob_mirror.lua -> oob.batch -> oob.msgpack.encode({v = 1, records = ...}),
--- the body of POST /v1/batch. Encoding only: the plugin never decodes.
+-- Where it sits: oob.record encodes each record from the pieces below (str/bin prefixes,
+-- float64, the ASCII check), oob.batch adds the envelope {"v": 1, "records": [...]}: the
+-- body of POST /v1/batch. encode() encodes any value (tests, constant pieces). Encoding
+-- only: the plugin never decodes.
 --
 -- Type mapping (LuaJIT 2.1, Lua 5.1 semantics: every plain number is a double):
 --   nil, _M.null          -> nil
@@ -232,9 +234,8 @@ end
 
 -- A writer is a table of encoded parts (w.n of them) joined once by result(), so a string
 -- is never copied into a prefixed temporary (LuaJIT interns, i.e. hashes, every new
--- string). oob.record writes records straight into a writer while Envoy hands out the
--- headers, with no intermediate tables; reserve() keeps a slot for an array or map header
--- whose count is known only after its elements (Envoy's header maps have no size()).
+-- string); encode() uses one. reserve() keeps a slot for an array or map header whose
+-- count is known only after its elements.
 --   put(w, raw) put_str(w, s) put_bin(w, s) put_int(w, x) put_float(w, x) put_bool(w, b)
 --   put_array(w, n) put_map(w, n) put_value(w, v) reserve(w) -> slot, result(w)
 -- (string.buffer measured no faster inside Envoy for these small parts.)
@@ -307,6 +308,91 @@ end
 
 function _M.map_header(n)
   return header(n, 0x80, "\222", "\223")
+end
+
+-- ------------------------------------------------------------------ pieces
+-- oob.record writes a record as a table of encoded pieces that it stores itself (no put()
+-- call per piece): these are the building blocks. Every function call and every new string
+-- counts per request inside Envoy, so the prefixes of short strings are looked up, not
+-- built.
+
+-- STR_PREFIX[n] / BIN_PREFIX[n]: the header of a str / bin of n < 256 bytes.
+local STR_PREFIX, BIN_PREFIX = {}, {}
+for n = 0, 255 do
+  STR_PREFIX[n] = n < 32 and char(0xA0 + n) or "\217" .. char(n)
+  BIN_PREFIX[n] = "\196" .. char(n)
+end
+_M.STR_PREFIX, _M.BIN_PREFIX = STR_PREFIX, BIN_PREFIX
+
+function _M.str_prefix(n)
+  if n < 256 then return STR_PREFIX[n] end
+  if n < 65536 then return "\218" .. be16(n) end
+  return "\219" .. be32(n)
+end
+
+function _M.bin_prefix(n)
+  if n < 256 then return BIN_PREFIX[n] end
+  if n < 65536 then return "\197" .. be16(n) end
+  return "\198" .. be32(n)
+end
+
+-- A number in its smallest msgpack form (an int when integral).
+_M.number = encode_number
+
+-- float 64 of x. Positive normal doubles (timestamps, durations) by arithmetic: one
+-- string.char call, cheaper in the interpreter than the ffi box (each cdata access is a
+-- metamethod call there); anything else by encode_double.
+local TWO52 = 4503599627370496
+local ZERO = "\203\0\0\0\0\0\0\0\0"
+function _M.float64(x)
+  if x == 0 and 1 / x > 0 then return ZERO end
+  if x > 0 and x < huge then
+    local m, e = frexp(x)                  -- x = m * 2^e, 0.5 <= m < 1
+    if e > -1021 then
+      local mant = (m * 2 - 1) * TWO52     -- the 52 fraction bits, an exact integer
+      local hi = (e + 1022) * 1048576 + floor(mant / TWO32)
+      local lo = mant % TWO32
+      return char(203, floor(hi / 16777216), floor(hi / 65536) % 256, floor(hi / 256) % 256,
+                  hi % 256, floor(lo / 16777216), floor(lo / 65536) % 256,
+                  floor(lo / 256) % 256, lo % 256)
+    end
+  end
+  return encode_double(x)
+end
+
+-- True when every byte of s is in 1..127: then s is text (a str) without a closer look.
+-- oob.record joins all the texts of a record and asks once: one C scan instead of a
+-- pattern match per header. libc's strspn when ffi has it (it stops at the terminating zero
+-- of the Lua string, or at the first byte outside the set), else an anchored pattern.
+local ASCII_SET
+do
+  local set = {}
+  for c = 1, 127 do set[c] = char(c) end
+  ASCII_SET = concat(set)
+end
+local strspn
+if has_ffi then
+  -- declared under our own name (returning int: strings here are far below 2^31) so that a
+  -- plain Lua number comes back, and another module's strspn declaration cannot clash
+  pcall(ffi.cdef, 'int oob_strspn(const char *s, const char *accept) __asm__("strspn");')
+  local ok, fn = pcall(function() return ffi.C.oob_strspn end)
+  if ok and pcall(fn, "a", ASCII_SET) then strspn = fn end
+end
+if strspn then
+  function _M.ascii(s)
+    return strspn(s, ASCII_SET) == #s
+  end
+else
+  function _M.ascii(s)
+    return find(s, "^[\1-\127]*$") ~= nil
+  end
+end
+
+-- The encoded form of a text (str when is_text, else bin), as one piece.
+function _M.text(s)
+  local n = #s
+  if _M.is_text(s) then return _M.str_prefix(n) .. s end
+  return _M.bin_prefix(n) .. s
 end
 
 function _M.put_int(w, x) put(w, encode_number(x)) end

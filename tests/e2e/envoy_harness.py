@@ -73,6 +73,7 @@ class Gateway:
     batch_size: int = 1
     sample_rate: float = 1.0
     capture_response_body: bool = True
+    lua_source: str | None = None  # replaces the plugin's inline code (bench floors)
     listen_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
 
@@ -95,10 +96,13 @@ class Gateway:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.env()}
         subprocess.run(["sh", str(RENDER), str(TEMPLATE), str(out)], env=env, check=True,
                        timeout=30)
-        if not (self.lua and self.mirror):
+        if not (self.lua and self.mirror) or self.lua_source is not None:
             config = yaml.safe_load(out.read_text())
             hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             typed = hcm["typed_config"]
+            for f in typed["http_filters"]:
+                if f["name"] == "envoy.filters.http.lua" and self.lua_source is not None:
+                    f["typed_config"]["default_source_code"]["inline_string"] = self.lua_source
             if not self.lua:
                 typed["http_filters"] = [f for f in typed["http_filters"]
                                          if f["name"] != "envoy.filters.http.lua"]
@@ -140,7 +144,11 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the process from /proc/<pid>/stat."""
+        """CPU time of the whole process (all threads): its Linux CPU clock, in ns, where
+        this user may read it (clockid of MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED));
+        else utime + stime from /proc/<pid>/stat, in 10 ms ticks."""
+        with contextlib.suppress(OSError, OverflowError):
+            return time.clock_gettime((~self.pid << 3) | 2)
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
@@ -289,6 +297,37 @@ def start_slow_sink(port: int, delay_s: float, directory: Path) -> Proc:
     return proc
 
 
+def capture_sink_main(port: int, directory: str) -> None:
+    """A batch listener that keeps what it gets: each POST /v1/batch body is written to
+    <directory>/<n>.msgpack (a temporary name first, so readers never see half a file)."""
+    from aiohttp import web
+
+    out = Path(directory)
+    count = 0
+
+    async def batch(request: web.Request) -> web.Response:
+        nonlocal count
+        count += 1
+        tmp = out / f"{count}.part"
+        tmp.write_bytes(await request.read())
+        tmp.rename(out / f"{count}.msgpack")
+        return web.json_response({"accepted": 0, "rejected": 0, "errors": []}, status=202)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/batch", batch)
+    web.run_app(app, host=HOST, port=port, print=None)
+
+
+def start_capture_sink(port: int, directory: Path) -> Proc:
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = Proc([sys.executable, __file__, "capture-sink", str(port), str(directory)],
+                directory.parent / f"capture-sink-{port}.log")
+    wait_port(port, proc=proc.proc)
+    return proc
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["slow-sink"]:
         slow_sink_main(int(sys.argv[2]), float(sys.argv[3]))
+    elif sys.argv[1:2] == ["capture-sink"]:
+        capture_sink_main(int(sys.argv[2]), sys.argv[3])

@@ -84,11 +84,16 @@ local function stream_info(stream)
   }
 end
 
-local function handle(stream, headers, chunks)
+local function handle(stream, headers, chunks, request_list)
   local h = {}
   local map = header_map(headers)
+  local request_map = request_list and header_map(request_list)
   local info = stream_info(stream)
   function h:headers() return map end
+  -- Envoy >= 1.32: the request headers from envoy_on_response (stream.old_envoy: absent)
+  if not stream.old_envoy then
+    function h:requestHeaders() return request_map or map end
+  end
   h.bodyChunks = body_chunks(chunks or {}, stream.yield)
   function h:streamInfo() return info end
   function h:httpCall(cluster, hdrs, body, timeout, async)
@@ -106,7 +111,10 @@ end
 -- A stream: s.request / s.response are the handles of envoy_on_request / on_response.
 -- opts: method, path, authority, headers ({{name, value}}), body ({chunks}), status,
 -- response_headers, response_body ({chunks}), remote, direct, protocol, route, yield,
--- override (handle methods to replace, e.g. to make them raise), http_call_error.
+-- override (handle methods to replace, e.g. to make them raise), http_call_error,
+-- old_envoy (no requestHeaders(): the plugin links request and response by token),
+-- unframed (a body without the content-length the fake adds otherwise: a chunked request,
+-- whose Transfer-Encoding Envoy removes from the header map).
 function M.stream(opts)
   local s = { metadata = {} }
   for k, v in pairs(opts) do s[k] = v end
@@ -116,11 +124,21 @@ function M.stream(opts)
     { ":method", opts.method or "GET" },
     { ":scheme", opts.scheme or "http" },
   }
-  for _, kv in ipairs(opts.headers or {}) do req[#req + 1] = kv end
+  local framed = false
+  for _, kv in ipairs(opts.headers or {}) do
+    req[#req + 1] = kv
+    framed = framed or kv[1] == "content-length" or kv[1] == "transfer-encoding"
+  end
+  if opts.body and not framed and not opts.unframed then
+    -- what an HTTP/1 client sends with a body (unframed: a chunked one, as Envoy shows it)
+    local size = 0
+    for _, c in ipairs(opts.body) do size = size + #c end
+    req[#req + 1] = { "content-length", tostring(size) }
+  end
   local resp = { { ":status", tostring(opts.status or 200) } }
   for _, kv in ipairs(opts.response_headers or {}) do resp[#resp + 1] = kv end
   s.request = handle(s, req, opts.body)
-  s.response = handle(s, resp, opts.response_body)
+  s.response = handle(s, resp, opts.response_body, req)
   return s
 end
 

@@ -244,6 +244,106 @@ function S.ids()
            r = math.random(1, 2 ^ 30) }
 end
 
+-- One exchange described by a Lua table literal (fake.stream options, plus `config`),
+-- counting the bodyChunks() calls of each side: a body is read only when there can be one.
+function S.body_reads(spec)
+  local opts = assert(loadstring("return " .. spec))()
+  setup(opts.config)
+  opts.config = nil
+  local s = fake.stream(opts)
+  local reads = { request = 0, response = 0 }
+  for side, h in pairs({ request = s.request, response = s.response }) do
+    local chunks = h.bodyChunks
+    h.bodyChunks = function(self)
+      reads[side] = reads[side] + 1
+      return chunks(self)
+    end
+  end
+  plugin.on_request(s.request)
+  plugin.on_response(s.response)
+  return reads
+end
+
+-- Request and response are linked by x-request-id when envoy_on_response can read the
+-- request headers (no dynamicMetadata token then), by a token otherwise (old_envoy, or no
+-- x-request-id). Returns the tokens set per stream.
+function S.linking(old_envoy)
+  setup({ batch_size = 3 })
+  local old = old_envoy == "old"
+  local streams = {
+    fake.stream({ path = "/with-id", headers = { { "x-request-id", "rid-a" } }, status = 201,
+                  old_envoy = old }),
+    fake.stream({ path = "/without-id", status = 202, old_envoy = old }),
+    fake.stream({ path = "/with-id-2", headers = { { "x-request-id", "rid-b" } },
+                  status = 203, old_envoy = old }),
+  }
+  for _, s in ipairs(streams) do plugin.on_request(s.request) end
+  for i = #streams, 1, -1 do plugin.on_response(streams[i].response) end
+  local tokens = {}
+  for i, s in ipairs(streams) do
+    tokens[i] = s.metadata["oob.mirror"] and s.metadata["oob.mirror"].t or false
+  end
+  return { tokens = tokens, pending = plugin._worker().pending }
+end
+
+-- Requests in flight that share an x-request-id (a client may send one; Envoy keeps it for
+-- internal requests) each get their own response, whatever the order of the responses.
+function S.shared_request_id(order)
+  setup({ batch_size = 3 })
+  local streams = {}
+  for i = 1, 3 do
+    streams[i] = fake.stream({ path = "/dup" .. i, headers = { { "x-request-id", "same" } },
+                               status = 200 + i })
+    plugin.on_request(streams[i].request)
+  end
+  for c in order:gmatch("%d") do plugin.on_response(streams[tonumber(c)].response) end
+  local w = plugin._worker()
+  return { pending = w.pending, tokens = w.tokens, dups = next(w.dups) or false }
+end
+
+-- Pooled record tables are reused: a record with many headers, then small ones, buffered
+-- together (encoded only when the batch is sent), keep exactly their own data.
+function S.reuse()
+  setup({ batch_size = 4 })
+  local many = {}
+  for i = 1, 120 do many[i] = { "x-h" .. i, string.rep("v", i) } end
+  fake.exchange(plugin, { path = "/many", headers = many, response_headers = many,
+                          method = "POST", body = { "big body" }, response_body = { "big" } })
+  fake.exchange(plugin, { path = "/few", headers = { { "a", "1" } } })
+  fake.exchange(plugin, { path = "/many2", headers = many })
+  fake.exchange(plugin, { path = "/none" })
+  fake.exchange(plugin, { path = "/next", headers = { { "b", "2" } } })
+  fake.exchange(plugin, { path = "/next2" })
+  fake.exchange(plugin, { path = "/next3" })
+  fake.exchange(plugin, { path = "/next4" })
+end
+
+-- Texts are str when valid UTF-8 without a zero byte, else bin, in every field.
+function S.texts()
+  setup()
+  fake.exchange(plugin, {
+    path = "/caf\195\169/\255?q=\195\169&r=\128", authority = "h\195\169.example:80",
+    headers = { { "x-utf8", "caf\195\169" }, { "x-latin1", "caf\233" },
+                { "x-request-id", "rid\255" } },
+    response_headers = { { "x-utf8", "\226\130\172" }, { "x-bin", "a\0b" } },
+  })
+end
+
+-- The response comes before the first byte of the request body; the record is sent and its
+-- table reused by the next request: the late body must not land in that one.
+function S.reused_while_streaming()
+  setup()
+  local s1 = fake.stream({ method = "POST", path = "/upload", body = { "late1", "late2" },
+                           yield = true })
+  local co = coroutine.create(plugin.on_request)
+  assert(coroutine.resume(co, s1.request))       -- waits for the first chunk
+  plugin.on_response(s1.response)                -- sent at once (batch_size 1)
+  local s2 = fake.stream({ path = "/next" })
+  plugin.on_request(s2.request)                  -- a pooled table: the one just sent
+  while coroutine.status(co) ~= "dead" do assert(coroutine.resume(co)) end
+  plugin.on_response(s2.response)
+end
+
 -- ------------------------------------------------------------------ driver
 
 local name = arg[1]

@@ -50,7 +50,7 @@ def test_record_fields_and_batch_post(scenario) -> None:
     assert rec["request_id"] == "rid-1"
     assert rec["headers"] == [["host", "shop.example:8080"], ["user-agent", "curl/8"],
                               ["a", "1"], ["a", "2"], ["x-request-id", "rid-1"],
-                              ["x-bin", b"\xff\x00"]]
+                              ["x-bin", b"\xff\x00"], ["content-length", "11"]]
     assert (rec["body"], rec["body_size"], rec["body_truncated"]) == (b"hello world", 11, False)
     assert rec["response"] == {"status": 201, "body": b"created", "body_size": 7,
                                "body_truncated": False,
@@ -268,3 +268,114 @@ def test_every_option_is_in_the_readme_table(scenario) -> None:
     for name, kind, _default, description in scenario("describe")["result"]:
         assert f"| `{name}` | {kind} |" in readme, name
         assert description in readme, name
+
+
+# (case, fake stream options as a Lua table, bodyChunks() calls (request, response),
+#  request (body, body_size, body_truncated), response (status, body, size, truncated))
+BODY_CASES = [
+    ("get", '{ method = "GET", response_body = { "ok" } }',
+     (1, 1), (b"", 0, False), (200, b"ok", 2, False)),
+    ("post-content-length", '{ method = "POST", body = { "hel", "lo" } }',
+     (1, 1), (b"hello", 5, False), (200, b"", 0, False)),
+    ("post-content-length-0",
+     '{ method = "POST", headers = { { "content-length", "0" } }, body = {} }',
+     (0, 1), (b"", 0, False), (200, b"", 0, False)),
+    # Envoy takes Transfer-Encoding out of a chunked HTTP/1 request's header map
+    ("post-chunked", '{ method = "POST", unframed = true, body = { "ab", "cd" } }',
+     (1, 1), (b"abcd", 4, False), (200, b"", 0, False)),
+    ("http2-post-without-length",
+     '{ method = "POST", protocol = "HTTP/2", unframed = true, body = { "xy" } }',
+     (1, 1), (b"xy", 2, False), (200, b"", 0, False)),
+    ("head", '{ method = "HEAD", response_headers = { { "content-length", "100" } } }',
+     (1, 0), (b"", 0, False), (200, b"", 0, False)),
+    ("204", '{ status = 204, response_body = { "x" } }',
+     (1, 0), (b"", 0, False), (204, b"", 0, False)),
+    ("304", '{ status = 304, response_headers = { { "content-length", "9" } } }',
+     (1, 0), (b"", 0, False), (304, b"", 0, False)),
+    ("response-content-length-0", '{ response_headers = { { "content-length", "0" } } }',
+     (1, 0), (b"", 0, False), (200, b"", 0, False)),
+    ("response-body-not-captured",
+     '{ config = { capture_response_body = false }, response_body = { "secret" },'
+     ' response_headers = { { "content-length", "6" } } }',
+     (1, 0), (b"", 0, False), (200, b"", 6, True)),
+]
+
+
+@pytest.mark.parametrize(("spec", "reads", "req", "resp"), [c[1:] for c in BODY_CASES],
+                         ids=[c[0] for c in BODY_CASES])
+def test_bodies_are_read_only_when_there_can_be_one(scenario, spec, reads, req, resp) -> None:
+    """A body chunk costs Envoy a coroutine yield and resume: bodyChunks() is not called
+    when no body can follow (request Content-Length 0; HEAD, 204, 304, response
+    Content-Length 0), and the record is complete either way."""
+    out = scenario("body_reads", spec)
+    assert (out["result"]["request"], out["result"]["response"]) == reads
+    (rec,) = records(out)
+    assert (rec["body"], rec["body_size"], rec["body_truncated"]) == req
+    r = rec["response"]
+    assert (r["status"], r["body"], r["body_size"], r["body_truncated"]) == resp
+    assert out["stats"]["errors"] == 0
+
+
+@pytest.mark.parametrize(("envoy", "tokens"), [
+    # requestHeaders() available: only the request without x-request-id needs a token
+    ("new", [False, True, False]),
+    # older Envoy: every request carries a token in dynamicMetadata
+    ("old", [True, True, True]),
+])
+def test_request_and_response_are_linked(scenario, envoy: str, tokens: list[bool]) -> None:
+    out = scenario("linking", envoy)
+    assert [bool(t) for t in out["result"]["tokens"]] == tokens
+    assert out["result"]["pending"] == 0
+    got = {rec["path"]: rec["response"]["status"] for rec in records(out)}
+    assert got == {"/with-id": 201, "/without-id": 202, "/with-id-2": 203}
+
+
+@pytest.mark.parametrize("order", ["123", "321", "213", "132"])
+def test_requests_sharing_a_request_id_keep_their_own_response(scenario, order: str) -> None:
+    out = scenario("shared_request_id", order)
+    got = {rec["path"]: rec["response"]["status"] for rec in records(out)}
+    assert got == {"/dup1": 201, "/dup2": 202, "/dup3": 203}
+    assert out["result"] == {"pending": 0, "tokens": 0, "dups": False}
+
+
+def test_reused_record_tables_keep_only_their_own_data(scenario) -> None:
+    out = scenario("reuse")
+    recs = {rec["path"]: rec for rec in records(out)}
+    assert list(recs) == ["/many", "/few", "/many2", "/none", "/next", "/next2", "/next3",
+                          "/next4"]
+    many = [[f"x-h{i}", "v" * i] for i in range(1, 121)]
+    host = ["host", "shop.example:8080"]
+    assert recs["/many"]["headers"] == [host, *many, ["content-length", "8"]]
+    assert recs["/many"]["body"] == b"big body"
+    assert recs["/many"]["response"]["headers"] == many
+    assert recs["/many"]["response"]["body"] == b"big"
+    assert recs["/few"]["headers"] == [host, ["a", "1"]]
+    assert recs["/many2"]["headers"] == [host, *many]
+    for path, extra in (("/none", []), ("/next", [["b", "2"]]), ("/next2", []),
+                        ("/next3", []), ("/next4", [])):
+        rec = recs[path]
+        assert rec["headers"] == [host, *extra], path
+        assert (rec["body"], rec["body_size"]) == (b"", 0)
+        assert rec["response"] == {"status": 200, "headers": [], "body": b"", "body_size": 0,
+                                   "body_truncated": False}
+
+
+def test_texts_are_str_when_utf8_else_exact_bytes(scenario) -> None:
+    (rec,) = records(scenario("texts"))
+    assert (rec["path"], rec["query"]) == (b"/caf\xc3\xa9/\xff", b"q=\xc3\xa9&r=\x80")
+    assert (rec["host"], rec["port"]) == ("hé.example", 80)
+    assert rec["request_id"] == b"rid\xff"
+    assert rec["headers"] == [["host", "hé.example:80"], ["x-utf8", "café"],
+                              ["x-latin1", b"caf\xe9"], ["x-request-id", b"rid\xff"]]
+    assert rec["response"]["headers"] == [["x-utf8", "€"], ["x-bin", b"a\x00b"]]
+
+
+def test_a_late_request_body_stays_with_its_record(scenario) -> None:
+    out = scenario("reused_while_streaming")
+    first, second = records(out)
+    assert first["path"] == "/upload"
+    # its response came first: nothing read yet, so truncated (size seen so far: 0)
+    assert (first["body"], first["body_size"], first["body_truncated"]) == (b"", 0, True)
+    assert second["path"] == "/next"
+    assert (second["body"], second["body_size"], second["body_truncated"]) == (b"", 0, False)
+    assert out["stats"]["errors"] == 0
