@@ -65,9 +65,15 @@ class UlidGenerator:
         if low + n - 1 > _LOW_MASK:  # would carry into the high bits (rare): one by one
             return [first, *(self.new() for _ in range(n - 1))]
         self._low = low + n - 1
-        prefix, pairs = self._prefix, _PAIRS
-        return [first, *[prefix + pairs[i >> 10] + pairs[i & 1023]
-                         for i in range(low + 1, low + n)]]
+        ids = [first]
+        start, end = low + 1, low + n
+        while start < end:  # per run of ids sharing the bits above the last 10: one map in C
+            high = start >> 10
+            stop = min(end, (high + 1) << 10)
+            head = self._prefix + _PAIRS[high]
+            ids += map(head.__add__, _PAIRS[start & 1023:((stop - 1) & 1023) + 1])
+            start = stop
+        return ids
 
     def _set_prefix(self) -> None:
         self._prefix = _encode_time(self._ms) + _encode_bits(self._high, 6)

@@ -1,13 +1,14 @@
 """The writer side of the requests stream: records in, few large Redis commands out.
 
 Where it sits: both receiver listeners hand every accepted record to ``StreamWriter.offer``
-(a dict, packed once there) or ``offer_packed`` (records the batch listener already holds
-packed); both are synchronous and never await Redis. A background task joins the buffer into
-stream entries of ``queue.records_per_entry`` records each (``keys.ENTRY_FIELD`` = msgpack
-array header + the packed records) and writes them in one pipeline: ``XADD MAXLEN ~`` per
-entry plus the ``counters`` and ``records_by_source`` increments. Processing reads the
-entries through its consumer group. Packing ~100 records per entry is what makes this fast:
-``bench/queue_packing.py`` measures it against one pipelined XADD per record.
+(a dict, packed once there) or ``offer_runs`` (runs of records the batch listener already
+packed, see ``buffer``); both are synchronous and never await Redis. A background task
+groups the buffer into stream entries of up to ``queue.records_per_entry`` records each
+(``keys.ENTRY_FIELD`` = msgpack array header + the packed records) and writes them in one
+pipeline: ``XADD MAXLEN ~`` per entry plus the ``counters`` and ``records_by_source``
+increments, as one RESP payload (``resp``: the records are copied once, into it). Processing
+reads the entries through its consumer group. Packing ~100 records per entry is what makes
+this fast: ``bench/queue_packing.py`` measures it against one pipelined XADD per record.
 
 Overload policy (nothing is lost silently): the buffer is bounded (records and bytes); when
 the ``processing`` group's backlog is above ``queue.high_water`` or the buffer is full, new
@@ -23,8 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from node.config import QueueConfig
 from node.metrics import ReceiverMetrics
+from node.queue.buffer import RunBuffer, Sources, array_header
 from node.queue.keys import ENTRY_FIELD, PROCESSING_GROUP, Keys
+from node.queue.resp import CRLF, bulk_head, command, command_head, send_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +47,20 @@ MAX_PIPELINE_BYTES = 8 * 1024 * 1024  # ... also in bytes (approximately) when b
 _EWMA = 0.2  # weight of the newest flush in the records-per-entry estimate
 
 
-def _array_header(n: int) -> bytes:
-    """msgpack array header for ``n`` items (fixarray, array 16 or array 32)."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 0x10000:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
 def _packb(record: dict[str, Any]) -> bytes:
     return msgpack.packb(record, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
 class _Batch:
-    """Records taken from the buffer for one pipeline, packed once (kept packed for retries)."""
+    """Records taken from the buffer for one pipeline, as the RESP payload that writes them
+    (built once, kept for retries)."""
 
-    entries: list[bytes]
+    payload: bytes
+    replies: int  # commands in the payload
+    entries: int
     count: int
     size: int
-    sources: Counter[str]
     oldest: float  # monotonic time the oldest record was offered
 
 
@@ -109,9 +104,7 @@ class StreamWriter:
         self.maxlen = maxlen or cfg.requests_maxlen
         self.redis_timeout_s = redis_timeout_s
         self._clock = clock
-        self._buffer: list[bytes] = []  # packed records
-        self._sources: list[str] = []  # source of each buffered record (records_by_source)
-        self._buffer_bytes = 0
+        self._buffer = RunBuffer()
         self._oldest = 0.0
         self._retry: list[_Batch] = []
         self._retry_count = 0
@@ -127,6 +120,10 @@ class StreamWriter:
         self.over_high_water = False
         self.depth_records = 0
         self._records_per_entry = 1.0  # EWMA of what this writer packs; scales lag to records
+        self._xadd_head = command_head(b"XADD", keys.requests.encode(), b"MAXLEN", b"~",
+                                       b"%d" % self.maxlen, b"*", ENTRY_FIELD)
+        self._counters_key = keys.counters.encode()
+        self._by_source_key = keys.records_by_source.encode()
         metrics.redis_up.set(1)
 
     # ------------------------------------------------------------ hot path (synchronous)
@@ -134,11 +131,11 @@ class StreamWriter:
     @property
     def buffered(self) -> int:
         """Records held here: buffered, being written, or kept for a retry."""
-        return len(self._buffer) + self._retry_count + self._writing
+        return self._buffer.records + self._retry_count + self._writing
 
     @property
     def buffered_bytes(self) -> int:
-        return self._buffer_bytes + self._retry_bytes + self._writing_bytes
+        return self._buffer.size + self._retry_bytes + self._writing_bytes
 
     def shed_reason(self, count: int = 1, size: int = 0) -> str | None:
         """Why ``count`` more records (``size`` bytes) would be shed now, or None."""
@@ -158,33 +155,35 @@ class StreamWriter:
         if reason is not None:
             self.metrics.shed.labels(reason).inc()
             return reason
-        self._append(packed, record["source"])
+        self._add(packed, 1, record["source"])
         return None
 
     def offer_packed(self, packed: list[bytes], sources: list[str], size: int) -> str | None:
         """All of the already packed records (``size`` bytes together) or none: None, or the
         reason they were shed. ``sources[i]`` is the source of ``packed[i]``."""
-        reason = self.shed_reason(len(packed), size)
+        return self.offer_runs(packed, [1] * len(packed), sources, size)
+
+    def offer_runs(self, runs: Sequence[bytes], counts: Sequence[int],
+                   sources: Sequence[Sources], size: int) -> str | None:
+        """All of the runs or none (see ``buffer``): ``runs[i]`` is ``counts[i]`` packed
+        records back to back (at most ``records_per_entry``), from ``sources[i]``; ``size``
+        bytes together. None, or the reason they were shed."""
+        count = sum(counts)
+        reason = self.shed_reason(count, size)
         if reason is not None:
-            self.metrics.shed.labels(reason).inc(len(packed))
+            self.metrics.shed.labels(reason).inc(count)
             return reason
-        if not self._buffer:
-            self._oldest = self._clock()
-        self._buffer.extend(packed)
-        self._sources.extend(sources)
-        self._buffer_bytes += size
-        self._wake.set()
+        for run, n, source in zip(runs, counts, sources, strict=True):
+            self._add(run, n, source)
         return None
 
-    def _append(self, packed: bytes, source: str) -> None:
+    def _add(self, run: bytes, count: int, sources: Sources) -> None:
         buffer = self._buffer
-        if not buffer:
+        if not buffer.records:
             self._oldest = self._clock()
             self._wake.set()
-        buffer.append(packed)
-        self._sources.append(source)
-        self._buffer_bytes += len(packed)
-        if len(buffer) == self.cfg.records_per_entry:
+        buffer.add(run, count, sources)
+        if buffer.records >= self.cfg.records_per_entry:
             self._wake.set()
 
     # ------------------------------------------------------------ background task
@@ -227,7 +226,7 @@ class StreamWriter:
             return
         # Let the buffer fill up to one entry, but no record waits longer than the interval.
         delay = self._oldest + self.cfg.flush_interval_ms / 1000 - self._clock()
-        if len(self._buffer) < self.cfg.records_per_entry and delay > 0:
+        if self._buffer.records < self.cfg.records_per_entry and delay > 0:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
@@ -235,21 +234,34 @@ class StreamWriter:
     def _take_batch(self) -> _Batch:
         per = self.cfg.records_per_entry
         limit = per * MAX_ENTRIES_PER_PIPELINE
-        if self._buffer_bytes > MAX_PIPELINE_BYTES:  # big bodies: fewer records per round trip
-            average = self._buffer_bytes / len(self._buffer)
+        buffer = self._buffer
+        if buffer.size > MAX_PIPELINE_BYTES:  # big bodies: fewer records per round trip
+            average = buffer.size / buffer.records
             limit = max(per, min(limit, int(MAX_PIPELINE_BYTES / average)))
-        # Not buffer[limit:]: when Redis lags the buffer is long, and a copy of the rest would
-        # touch every record's refcount on each flush; del only moves the pointers.
-        records, sources = self._buffer[:limit], self._sources[:limit]
-        del self._buffer[:limit], self._sources[:limit]
+        taken = buffer.take(limit)
         oldest, self._oldest = self._oldest, self._clock()
-        # An entry is a msgpack array of records: its header, then the packed records.
-        entries = [b"".join([_array_header(len(chunk)), *chunk])  # one copy per entry
-                   for chunk in (records[i:i + per] for i in range(0, len(records), per))]
-        taken = sum(map(len, records))
-        self._buffer_bytes = self._buffer_bytes - taken if self._buffer else 0
-        size = taken + len(entries) * 5
-        return _Batch(entries, len(records), size, Counter(sources), oldest)
+        parts: list[bytes] = []
+        entries = 0
+        for count, runs in taken.entries(per):
+            parts += self._xadd(count, runs)
+            entries += 1
+        increments = self._increments(taken.records, taken.sources)
+        parts += increments
+        return _Batch(b"".join(parts), entries + len(increments), entries, taken.records,
+                      taken.size + entries * 5, oldest)
+
+    def _xadd(self, count: int, runs: list[bytes]) -> list[bytes]:
+        """``XADD`` of one entry: its value is a msgpack array (header, then the runs of
+        packed records), written straight into the payload."""
+        array = array_header(count)
+        return [self._xadd_head, bulk_head(len(array) + sum(map(len, runs))), array, *runs,
+                CRLF]
+
+    def _increments(self, count: int, sources: dict[str, int]) -> list[bytes]:
+        by_source = self._by_source_key
+        return [command(b"HINCRBY", self._counters_key, b"records", b"%d" % count),
+                *(command(b"HINCRBY", by_source, source.encode(), b"%d" % n)
+                  for source, n in sources.items())]
 
     async def flush(self) -> bool:
         """Write the retained batch, else the next batch of the buffer. False if Redis failed.
@@ -280,20 +292,13 @@ class StreamWriter:
         return True
 
     async def _write(self, batch: _Batch) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for entry in batch.entries:
-            pipe.xadd(self.keys.requests, {ENTRY_FIELD: entry}, maxlen=self.maxlen,
-                      approximate=True)
-        pipe.hincrby(self.keys.counters, "records", batch.count)
-        for source, n in batch.sources.items():
-            pipe.hincrby(self.keys.records_by_source, source, n)
-        await pipe.execute()
+        await send_pipeline(self.redis, batch.payload, batch.replies)
 
     def _record_written(self, batch: _Batch) -> None:
         self.metrics.enqueued.inc(batch.count)
         # One observation per pipeline: the wait of its oldest record (the worst case).
         self.metrics.enqueue_latency.observe(max(0.0, self._clock() - batch.oldest))
-        per_entry = batch.count / max(1, len(batch.entries))
+        per_entry = batch.count / max(1, batch.entries)
         self._records_per_entry += _EWMA * (per_entry - self._records_per_entry)
         self.metrics.buffered.set(self.buffered)
 
@@ -344,7 +349,8 @@ class StreamWriter:
             self.metrics.shed.labels("redis_down").inc(self.buffered)
             log.warning("records not written at shutdown: redis unreachable",
                         extra={"records": self.buffered})
-        self._buffer, self._sources, self._retry = [], [], []
-        self._retry_count = self._retry_bytes = self._buffer_bytes = 0
+        self._buffer.clear()
+        self._retry = []
+        self._retry_count = self._retry_bytes = 0
         self._writing = self._writing_bytes = 0
         self.metrics.buffered.set(0)

@@ -21,7 +21,7 @@ import gc
 import hmac
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -32,7 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from node.ids import UlidGenerator
-from node.receiver.batch_fast import FastRecords, record_spans
+from node.queue.buffer import count_sources
+from node.receiver.batch_fast import PIECES, FastRecords, record_spans
 from node.receiver.batch_record import BatchRecordBuilder, RecordError
 from node.receiver.context import ReceiverContext
 
@@ -51,6 +52,24 @@ class BatchRejected(Exception):
         self.reason = reason
 
 
+@dataclass
+class Packed:
+    """A batch's valid records as runs for the writer (``node.queue.buffer``): ``runs[i]`` is
+    ``counts[i]`` packed records back to back, ``sources[i]`` their sources; plus the errors
+    ``{"index", "error"}`` of the records rejected."""
+
+    runs: list[bytes] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    sources: list[dict[str, int]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, other: Packed) -> None:
+        self.runs += other.runs
+        self.counts += other.counts
+        self.sources += other.sources
+        self.errors += other.errors
+
+
 @dataclass(frozen=True)
 class Packers:
     """Per-record work of a batch: the fast path, else the record alone through Python."""
@@ -60,35 +79,46 @@ class Packers:
     ids: UlidGenerator
     max_bytes: int
     max_records: int
+    per_run: int  # records per run: queue.records_per_entry, at most SLICE_RECORDS
 
-    def pack_all(self, spans: Sequence[Raw | bytes], peer: str,
-                 first: int = 0) -> tuple[list[bytes], list[str], list[dict[str, Any]]]:
-        """(packed records, their sources, errors ``{"index", "error"}``, ``first`` being the
-        index of ``spans[0]`` in the batch); BatchRejected for bytes that are not msgpack (as
-        when the whole batch was unpacked at once). Records the fast path declines get their
-        ids after the others."""
-        fast = self.fast.pack
-        done = [fast(span, peer, ident)
-                for span, ident in zip(spans, self.ids.many(len(spans)), strict=True)]
-        errors: list[dict[str, Any]] = []
-        if None in done:
-            done, errors = self._declined(spans, done, peer, first)
-        return [d[0] for d in done], [d[1] for d in done], errors
+    @property
+    def slice_records(self) -> int:
+        """Records packed between two turns of the event loop: whole runs, ~SLICE_RECORDS."""
+        return self.per_run * max(1, SLICE_RECORDS // self.per_run)
 
-    def _declined(self, spans: Sequence[Raw | bytes], done: list[tuple[bytes, str] | None],
-                  peer: str, first: int) -> tuple[list[tuple[bytes, str]], list[dict[str, Any]]]:
-        """The records the fast path declined, through Python: packed or rejected."""
-        kept: list[tuple[bytes, str]] = []
-        errors: list[dict[str, Any]] = []
-        for index, (span, packed) in enumerate(zip(spans, done, strict=True), first):
-            if packed is None:
-                try:
-                    packed = self._full(span, peer)
-                except RecordError as exc:
-                    errors.append({"index": index, "error": str(exc)})
+    def pack_slice(self, spans: Sequence[Raw | bytes], peer: str, first: int = 0) -> Packed:
+        """The valid records of ``spans`` in order, in runs of at most ``per_run``, and the
+        errors (``first``: the index of ``spans[0]`` in the batch); BatchRejected for bytes
+        that are not msgpack (as when the whole batch was unpacked at once). Records the fast
+        path declines get their ids after the others."""
+        pieces, sources = self.fast.pack_many(spans, peer, self.ids.many(len(spans)))
+        packed = Packed()
+        if None in sources:
+            packed.errors = self._declined(spans, pieces, sources, peer, first)
+        for start in range(0, len(spans), self.per_run):
+            end = start + self.per_run
+            kept = sources[start:end]
+            if packed.errors:
+                kept = [source for source in kept if source is not None]
+                if not kept:
                     continue
-            kept.append(packed)
-        return kept, errors
+            packed.runs.append(b"".join(pieces[start * PIECES:end * PIECES]))
+            packed.counts.append(len(kept))
+            packed.sources.append(_sources(kept))  # type: ignore[arg-type]
+        return packed
+
+    def _declined(self, spans: Sequence[Raw | bytes], pieces: list[bytes | memoryview],
+                  sources: list[str | None], peer: str, first: int) -> list[dict[str, Any]]:
+        """The records the fast path declined, through Python: packed into their place in
+        ``pieces`` (and ``sources``), or left out and listed as errors."""
+        errors: list[dict[str, Any]] = []
+        for i, span in enumerate(spans):
+            if sources[i] is None:
+                try:
+                    pieces[i * PIECES], sources[i] = self._full(span, peer)
+                except RecordError as exc:
+                    errors.append({"index": first + i, "error": str(exc)})
+        return errors
 
     def _full(self, span: Raw | bytes, peer: str) -> tuple[bytes, str]:
         raw = bytes(span)
@@ -96,13 +126,19 @@ class Packers:
         return self.full.pack(item, raw, peer, lossy)
 
 
+def _sources(sources: list[str]) -> dict[str, int]:
+    """Records by source of one run (all from the same source, but for mixed batches)."""
+    first = sources[0]
+    return {first: len(sources)} if sources.count(first) == len(sources) else \
+        dict(Counter(sources))
+
+
 CTX = web.AppKey("receiver_context", ReceiverContext)
 PACKERS = web.AppKey("batch_packers", Packers)
 INFLIGHT = web.AppKey("batch_inflight", Inflight)
 MAX_ERRORS_LISTED = 100  # the answer stays small whatever the batch
-READ_CHUNK = 256 * 1024
 MAX_MAP_LEN = 1024  # keys of one msgpack map (records have ~20 fields)
-SLICE_RECORDS = 128  # records packed between two turns of the event loop (~1 ms)
+SLICE_RECORDS = 128  # about the records packed between two turns of the event loop (~1 ms)
 
 
 def make_batch_app(ctx: ReceiverContext) -> web.Application:
@@ -111,7 +147,8 @@ def make_batch_app(ctx: ReceiverContext) -> web.Application:
     rcv = ctx.cfg.receiver
     app[PACKERS] = Packers(FastRecords(rcv, ctx.realip),
                            BatchRecordBuilder(rcv, ctx.realip, ctx.ids.new), ctx.ids,
-                           rcv.max_batch_bytes, rcv.max_batch_records)
+                           rcv.max_batch_bytes, rcv.max_batch_records,
+                           min(ctx.cfg.queue.records_per_entry, SLICE_RECORDS))
     app[INFLIGHT] = Inflight()
     app.router.add_post("/v1/batch", post_batch)
     app.router.add_get("/healthz", healthz)
@@ -149,28 +186,23 @@ async def _handle_batch(ctx: ReceiverContext, request: web.Request,
         packers = request.app[PACKERS]
         with _no_gc():
             spans = unpack_batch(body, packers.max_bytes, packers.max_records)
-        return _accept(ctx, *await _pack_slices(packers, spans, _peer(request)))
+        return _accept(ctx, await _pack_slices(packers, spans, _peer(request)))
     except BatchRejected as exc:
         return _reject(ctx, exc)
 
 
-async def _pack_slices(packers: Packers, spans: Sequence[Raw | bytes],
-                       peer: str) -> tuple[list[bytes], list[str], list[dict[str, Any]]]:
-    """``Packers.pack_all`` a slice at a time, letting the event loop turn in between: the
+async def _pack_slices(packers: Packers, spans: Sequence[Raw | bytes], peer: str) -> Packed:
+    """``Packers.pack_slice`` a slice at a time, letting the event loop turn in between: the
     stream writer sends to Redis at most a socket buffer per turn, so a big batch held for
     milliseconds would hold its writes back and the buffer would only grow."""
-    packed: list[bytes] = []
-    sources: list[str] = []
-    errors: list[dict[str, Any]] = []
-    for start in range(0, len(spans), SLICE_RECORDS):
+    packed = Packed()
+    step = packers.slice_records
+    for start in range(0, len(spans), step):
         if start:
             await asyncio.sleep(0)
         with _no_gc():
-            done = packers.pack_all(spans[start:start + SLICE_RECORDS], peer, start)
-        packed += done[0]
-        sources += done[1]
-        errors += done[2]
-    return packed, sources, errors
+            packed.add(packers.pack_slice(spans[start:start + step], peer, start))
+    return packed
 
 
 @contextlib.contextmanager
@@ -208,13 +240,16 @@ def _check_capacity(ctx: ReceiverContext, request: web.Request, inflight: int) -
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, read in chunks and refused as soon as it passes ``limit`` (chunked uploads
-    have no Content-Length to check up front)."""
+    """The body, read as the chunks that arrived (``readchunk``: no copy before the one join)
+    and refused as soon as it passes ``limit`` (chunked uploads have no Content-Length to
+    check up front)."""
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(READ_CHUNK)
+        chunk, end_of_http_chunk = await request.content.readchunk()
         if not chunk:
+            if end_of_http_chunk:
+                continue
             return b"".join(parts)
         size += len(chunk)
         if size > limit:  # SECURITY: memory bound for a hostile or broken sender
@@ -315,16 +350,17 @@ def _read_records(unpacker: msgpack.Unpacker, body: bytes, max_records: int) -> 
     return out
 
 
-def _accept(ctx: ReceiverContext, packed: list[bytes], sources: list[str],
-            errors: list[dict[str, Any]]) -> web.Response:
+def _accept(ctx: ReceiverContext, packed: Packed) -> web.Response:
+    errors, accepted = packed.errors, sum(packed.counts)
     if errors:
         ctx.metrics.rejected.labels("bad_record").inc(len(errors))
-    if packed:
-        for source, n in Counter(sources).items():
+    if accepted:
+        for source, n in count_sources(packed.sources).items():
             ctx.metrics.received.labels(source).inc(n)
-        if ctx.writer.offer_packed(packed, sources, sum(map(len, packed))) is not None:
+        size = sum(map(len, packed.runs))
+        if ctx.writer.offer_runs(packed.runs, packed.counts, packed.sources, size) is not None:
             return _json(503, {"error": "node overloaded; batch not accepted"})
-    return _json(202, {"accepted": len(packed), "rejected": len(errors),
+    return _json(202, {"accepted": accepted, "rejected": len(errors),
                        "errors": errors[:MAX_ERRORS_LISTED]})
 
 

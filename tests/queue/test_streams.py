@@ -186,3 +186,63 @@ async def test_close_flushes_and_counts_what_cannot_be_written(make_config, own_
     check = redis_client(cfg.redis)
     assert await check.xlen(Keys(cfg.redis.prefix).requests) == 1
     await check.aclose()
+
+
+def run(records: list[dict]) -> bytes:
+    return b"".join(msgpack.packb(r, use_bin_type=True) for r in records)
+
+
+async def test_runs_are_written_whole_in_entries_of_at_most_records_per_entry(make_config,
+                                                                                redis):
+    cfg = make_config(queue__records_per_entry=5, queue__flush_interval_ms=5000)
+    keys = Keys(cfg.redis.prefix)
+    runs = [run([rec(i, "lua") for i in range(3)]),
+            run([rec(3, "lua"), rec(4, "har"), rec(5, "lua")]), run([rec(6)])]
+    async with running_writer(cfg) as (writer, registry):
+        assert writer.offer_runs(runs, [3, 3, 1], [{"lua": 3}, {"lua": 2, "har": 1}, "mirror"],
+                                 sum(map(len, runs))) is None
+
+        async def all_written():
+            return sum(len(e) for e in await entries_of(redis, keys.requests)) == 7
+        await wait_until(all_written)
+    entries = await entries_of(redis, keys.requests)
+    assert [len(e) for e in entries] == [3, 4]  # 3 + 3 > 5: the second run starts an entry
+    assert [r["id"] for e in entries for r in e] == [f"r{i:06d}" for i in range(7)]
+    assert await redis.hget(keys.counters, "records") == b"7"
+    assert await redis.hgetall(keys.records_by_source) == {b"lua": b"5", b"har": b"1",
+                                                           b"mirror": b"1"}
+    assert sample(registry, "oob_records_enqueued_total") == 7
+
+
+async def test_offer_runs_is_all_or_nothing(make_config, redis):
+    cfg = make_config(queue__max_buffered_records=10, queue__flush_interval_ms=5000,
+                      queue__records_per_entry=1000)
+    async with running_writer(cfg) as (writer, registry):
+        eight = run([rec(i) for i in range(8)])
+        assert writer.offer_runs([eight], [8], [{"mirror": 8}], len(eight)) is None
+        three = run([rec(i) for i in range(3)])
+        assert writer.offer_runs([three], [3], [{"mirror": 3}], len(three)) == "buffer_full"
+        assert writer.buffered == 8
+        assert sample(registry, "oob_requests_shed_total", reason="buffer_full") == 3
+
+
+async def test_error_reply_drops_the_connection_and_the_batch_is_retried(make_config, redis):
+    """An error reply first in the pipeline: the batch is kept and written whole once Redis
+    accepts it, and no reply left unread is taken for a later pipeline's."""
+    cfg = make_config(queue__records_per_entry=2)
+    keys = Keys(cfg.redis.prefix)
+    await redis.set(keys.requests, b"not a stream")  # every XADD answers WRONGTYPE
+    client = redis_client(cfg.redis)
+    writer = StreamWriter(client, keys, cfg.queue, ReceiverMetrics(CollectorRegistry()))
+    for i in range(5):  # 3 XADDs and 2 HINCRBYs: 5 replies, the first one an error
+        assert writer.offer(rec(i)) is None
+    assert not await writer.flush()
+    assert writer.buffered == 5 and not writer.redis_up
+    await redis.delete(keys.requests)
+    assert await writer.flush()  # the retained batch
+    assert writer.offer(rec(5)) is None
+    assert await writer.flush()
+    assert writer.buffered == 0 and writer.redis_up
+    entries = await entries_of(redis, keys.requests)
+    assert [r["id"] for e in entries for r in e] == [f"r{i:06d}" for i in range(6)]
+    await client.aclose()

@@ -8,6 +8,8 @@ import aiohttp
 import msgpack
 import pytest
 
+from node.queue.keys import ENTRY_FIELD
+
 
 def lua_record(i: int = 0, **extra: object) -> dict:
     record = {"ts": 1700000000.5 + i, "source": "lua", "request_id": f"req-{i}",
@@ -208,3 +210,17 @@ async def test_concurrent_batches_are_bounded(start_receiver, batch_token):
     writer.close()
     status, _ = await post(rcv.batch_port, pack([lua_record(2)]), batch_token)
     assert status == 202
+
+
+async def test_batch_is_queued_in_entries_of_records_per_entry(start_receiver, batch_token):
+    rcv = await start_receiver(queue__records_per_entry=3)
+    records = [lua_record(i) for i in range(5)] + [{"method": "GET"}] + \
+        [lua_record(i) for i in range(5, 10)]
+    status, answer = await post(rcv.batch_port, pack(records), batch_token)
+    assert status == 202 and (answer["accepted"], answer["rejected"]) == (10, 1)
+    queued = await rcv.wait_records(10)
+    assert [r["path"] for r in queued] == [f"/p/{i}" for i in range(10)]
+    assert len({r["id"] for r in queued}) == 10
+    entries = [msgpack.unpackb(f[ENTRY_FIELD]) for _, f in await rcv.check.xrange(rcv.stream)]
+    assert [len(e) for e in entries] == [3, 2, 3, 2]  # runs of 3 records sent, one rejected
+    assert rcv.metric("oob_requests_received_total", source="lua") == 10

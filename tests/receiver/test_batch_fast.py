@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import msgpack
@@ -14,7 +15,7 @@ import pytest
 
 from node.config import build_config
 from node.ids import UlidGenerator, ulid_time
-from node.receiver.batch import Packers, unpack_batch
+from node.receiver.batch import Packed, Packers, unpack_batch
 from node.receiver.batch_fast import FastRecords, record_spans
 from node.receiver.batch_record import BatchRecordBuilder
 from node.receiver.realip import RealIp
@@ -77,6 +78,11 @@ def record_of(changes: dict) -> dict:
     return record
 
 
+def fast_pack(fast_records: FastRecords, raw: bytes, ident: str = "ID" + "0" * 24,
+              peer: str = "127.0.0.1") -> tuple[bytes, str] | None:
+    return fast_records.pack(raw, peer, ident)
+
+
 def builders() -> tuple[FastRecords, BatchRecordBuilder]:
     cfg = build_config(None, env={}, overrides={"receiver.max_body_bytes": 32,
                                                  "receiver.max_header_count": 8})
@@ -90,7 +96,7 @@ def builders() -> tuple[FastRecords, BatchRecordBuilder]:
 def test_fast_path_takes_canonical_records_and_gives_the_same_record(changes, fast):
     fast_records, full = builders()
     raw = msgpack.packb(record_of(changes), use_bin_type=True)
-    got = fast_records.pack(raw, "127.0.0.1", "ID" + "0" * 24)
+    got = fast_pack(fast_records, raw)
     assert (got is not None) == fast
     if got is None:
         return
@@ -109,8 +115,8 @@ def test_duplicate_key_is_left_to_the_python_path(extra):
     twice = b"\xde" + (len(PLUGIN) + extra).to_bytes(2, "big") + raw[3:] + \
         (msgpack.packb("path") + msgpack.packb("/other")) * extra
     assert msgpack.unpackb(twice, raw=False)["path"] == "/other"
-    assert fast_records.pack(twice, "127.0.0.1", "X" * 26) is None
-    assert fast_records.pack(raw, "127.0.0.1", "X" * 26) is not None
+    assert fast_pack(fast_records, twice) is None
+    assert fast_pack(fast_records, raw) is not None
 
 
 def test_ip_answers_are_cached_per_peer_and_header_values():
@@ -124,7 +130,7 @@ def test_ip_answers_are_cached_per_peer_and_header_values():
              ["198.51.100.4", "10.0.0.8", "10.0.0.9"])]:
         raw = msgpack.packb(PLUGIN | {"headers": [["x-forwarded-for", forwarded]],
                                       "meta": {"direct_remote_address": direct}})
-        record = msgpack.unpackb(fast_records.pack(raw, "127.0.0.1", "X" * 26)[0])
+        record = msgpack.unpackb(fast_pack(fast_records, raw)[0])
         assert (record["client_ip"], record["ip_chain"]) == (client, chain)
         assert record["peer_ip"] == chain[-1]
     assert len(fast_records._ips) == 3
@@ -154,7 +160,7 @@ def test_records_of_the_real_lua_plugin_take_the_fast_path(scenario, fast):
     spans = [span for call in calls for span in record_spans(call["body"], 1000)]
     assert spans
     for span in spans:
-        got = fast_records.pack(span, "127.0.0.1", "ID" + "0" * 24)
+        got = fast_pack(fast_records, span)
         assert (got is not None) == fast
         raw = bytes(span)
         want = full.pack(msgpack.unpackb(raw, raw=False), raw, "127.0.0.1")[0]
@@ -162,9 +168,22 @@ def test_records_of_the_real_lua_plugin_take_the_fast_path(scenario, fast):
             assert msgpack.unpackb(got[0], raw=False) == msgpack.unpackb(want, raw=False)
 
 
-def packers() -> Packers:
+def packers(per_run: int = 100) -> Packers:
     fast_records, full = builders()
-    return Packers(fast_records, full, UlidGenerator(), 1024 * 1024, 1000)
+    return Packers(fast_records, full, UlidGenerator(), 1024 * 1024, 1000, per_run)
+
+
+def queued(packed: Packed, per_run: int = 100) -> list[dict]:
+    """The records of ``packed``'s runs, checking each run against its count and sources."""
+    records: list[dict] = []
+    for run, count, sources in zip(packed.runs, packed.counts, packed.sources, strict=True):
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(run)
+        in_run = list(unpacker)
+        assert len(in_run) == count <= per_run
+        assert sources == dict(Counter(r["source"] for r in in_run))
+        records += in_run
+    return records
 
 
 def test_batch_mixes_both_paths_and_rejects_only_bad_records():
@@ -175,13 +194,14 @@ def test_batch_mixes_both_paths_and_rejects_only_bad_records():
                          unicode_errors="surrogateescape")
     spans = unpack_batch(body, 1024 * 1024, 100)
     assert spans == record_spans(body, 100)  # the common shape is split in C
-    packed, sources, errors = packers().pack_all(spans, "127.0.0.1")
+    packed = packers().pack_slice(spans, "127.0.0.1")
+    errors = packed.errors
     assert [e["index"] for e in errors] == [2, 3, 5]
     assert errors[0]["error"] == "path: required" and "port" in errors[2]["error"]
-    queued = [msgpack.unpackb(p, raw=False) for p in packed]
-    assert [r["path"] for r in queued] == ["/p", "/bin", "/p", "/p"]
-    assert queued[2]["host"] == "a" and queued[3]["query"] == b"\xff"
-    assert sources == ["lua"] * 4 and len({r["id"] for r in queued}) == 4
+    records = queued(packed)
+    assert [r["path"] for r in records] == ["/p", "/bin", "/p", "/p"]
+    assert records[2]["host"] == "a" and records[3]["query"] == b"\xff"
+    assert packed.sources == [{"lua": 4}] and len({r["id"] for r in records}) == 4
 
 
 @pytest.mark.parametrize("body", [
@@ -190,8 +210,8 @@ def test_batch_mixes_both_paths_and_rejects_only_bad_records():
 ], ids=["extra key", "float version"])
 def test_other_batch_shapes_take_the_general_unpacker(body):
     assert record_spans(body, 100) is None
-    packed, _, errors = packers().pack_all(unpack_batch(body, 1024 * 1024, 100), "127.0.0.1")
-    assert len(packed) == 1 and errors == []
+    packed = packers().pack_slice(unpack_batch(body, 1024 * 1024, 100), "127.0.0.1")
+    assert len(queued(packed)) == 1 and packed.errors == []
 
 
 def test_ulid_many_continues_the_sequence():
@@ -203,17 +223,30 @@ def test_ulid_many_continues_the_sequence():
     assert ulid_time(batch[0]) == 1700000000.0 and ulid_time(batch[-1]) == 1700000000.001
 
 
-async def test_big_batch_is_packed_in_slices_with_batch_indices():
+@pytest.mark.parametrize("per_run", [100, 7, 1000])
+async def test_big_batch_is_packed_in_slices_of_whole_runs_with_batch_indices(per_run):
     from node.receiver.batch import SLICE_RECORDS, _pack_slices
 
-    count = 2 * SLICE_RECORDS + 44
-    bad = [5, SLICE_RECORDS + 2, count - 1]
+    packing = packers(min(per_run, SLICE_RECORDS))
+    step = packing.slice_records
+    assert step % packing.per_run == 0 and SLICE_RECORDS // 2 < step <= SLICE_RECORDS
+    count = 2 * step + 44
+    bad = [5, step + 2, count - 1]
     records = [{"path": "/"} if i in bad else record_of({"path": f"/{i}"})
                for i in range(count)]
     body = msgpack.packb({"v": 1, "records": records}, use_bin_type=True)
-    packed, sources, errors = await _pack_slices(packers(), unpack_batch(body, 1 << 20, 1000),
-                                                 "127.0.0.1")
-    assert [e["index"] for e in errors] == bad
-    assert all(e["error"] == "method: required" for e in errors)
-    paths = [msgpack.unpackb(p, raw=False)["path"] for p in packed]
-    assert paths == [f"/{i}" for i in range(count) if i not in bad] and len(sources) == len(paths)
+    packed = await _pack_slices(packing, unpack_batch(body, 1 << 20, 1000), "127.0.0.1")
+    assert [e["index"] for e in packed.errors] == bad
+    assert all(e["error"] == "method: required" for e in packed.errors)
+    paths = [r["path"] for r in queued(packed, packing.per_run)]
+    assert paths == [f"/{i}" for i in range(count) if i not in bad]
+
+
+def test_a_run_whose_records_are_all_rejected_is_left_out():
+    records = [record_of({"path": "/0"}), {"path": "/"}, {"path": "/"}, {"path": "/"},
+               record_of({"path": "/4"})]
+    body = msgpack.packb({"v": 1, "records": records}, use_bin_type=True)
+    packed = packers(per_run=2).pack_slice(record_spans(body, 100), "127.0.0.1")
+    assert [e["index"] for e in packed.errors] == [1, 2, 3]
+    assert packed.counts == [1, 1]  # runs of spans 0-1 and 4; none for spans 2-3
+    assert [r["path"] for r in queued(packed, 2)] == ["/0", "/4"]
