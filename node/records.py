@@ -11,6 +11,7 @@ attacker sent survive the queue.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal, NotRequired, TypedDict
 
 RECORD_VERSION = 1
@@ -126,7 +127,5 @@ def as_text(value: Text) -> str:
 
 def hit_id(record_id: str, rule_id: str, point: list[str]) -> str:
     """Stable idempotency key of a hit: the same record, rule and point give the same id."""
-    import hashlib
-
     key = "\x1f".join([record_id, rule_id, *point]).encode("utf-8", "surrogatepass")
     return hashlib.blake2b(key, digest_size=12).hexdigest()

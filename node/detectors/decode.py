@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_VARIANTS = 10
-B64_MIN = 16  # shortest run decoded as base64
+B64_MIN = 16  # shortest run decoded as base64 (9 bytes: "or 1=1--")
 B64_MAX_RUNS = 4
 
 
@@ -109,24 +109,46 @@ def unicode_fold(value: str) -> str:
     return unicodedata.normalize("NFKC", value.casefold())
 
 
+# A lone 0xA0 byte (Latin-1 NBSP, kept as the surrogate escape \udca0) is whitespace to
+# MySQL: "1%A0and%A01=1" must read as "1 and 1=1". (U+00A0 is already matched by \s.)
 _WS = re.compile(r"\s+")
 
 
 def whitespace_fold(value: str) -> str:
+    if "\udca0" in value:
+        value = value.replace("\udca0", " ")
     return _WS.sub(" ", value)
+
+
+_CONTROL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+_CONTROL = re.compile(r"\\([nrt])")
+
+
+def control_escape_fold(value: str) -> str:
+    """``\\n``, ``\\r``, ``\\t`` as the line break / tab a JSON, JS or ``echo -e`` reader
+    makes of them (``\\n/bin/ls -al\\n``). A fold, not a decoder: Windows paths
+    (``..\\temp\\new``) keep their backslashes in every other variant."""
+    return _CONTROL.sub(lambda m: _CONTROL_ESCAPES[m.group(1)], value)
 
 
 # ----------------------------------------------------------------------------- class folds
 
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + r",}={0,2}")
+# A whole value of 8, 12 or 16 characters that is base64 (btoa("or 1=1--") is 12); such
+# short runs inside text are too often words, so they are only tried as a whole value.
+_B64_SHORT = re.compile(r"[A-Za-z0-9+/]{6,16}={0,2}")
+_B64_WHOLE = re.compile(r"\s*[A-Za-z0-9+/_-]+={0,2}\s*")
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _UPPER, _LOWER, _DIGIT = re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9+/]")
 
 
 def _b64_text(run: str) -> str | None:
-    """The run decoded, when it looks like base64 (mixed case and digits: not a word, not
-    hex) and decodes to mostly printable text."""
-    if not (_UPPER.search(run) and _LOWER.search(run) and (len(run) >= 20 or _DIGIT.search(run))):
+    """The run decoded, when it looks like base64 (mixed case and a digit, a padded or
+    whole-quantum length, or 20+ characters: not a word, not hex) and decodes to mostly
+    printable text (ASCII, or UTF-8 such as curly quotes and fullwidth letters)."""
+    padded = run.endswith("=")
+    if not ((padded or (_UPPER.search(run) and _LOWER.search(run)))
+            and (len(run) >= 20 or padded or len(run) % 4 == 0 or _DIGIT.search(run))):
         return None
     data = run.rstrip("=")
     data += "=" * (-len(data) % 4)
@@ -134,14 +156,38 @@ def _b64_text(run: str) -> str | None:
         raw = base64.b64decode(data.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         return None
-    # Mostly printable ASCII (counted in C: bytes.translate drops the printable ones).
-    if not raw or len(raw.translate(None, _PRINTABLE)) > len(raw) // 10:
+    if not raw:
         return None
-    return raw.decode("utf-8", "replace")
+    # Mostly printable ASCII (counted in C: bytes.translate drops the printable ones).
+    if len(raw.translate(None, _PRINTABLE)) <= len(raw) // 10:
+        return raw.decode("utf-8", "replace")
+    return _utf8_text(raw)
+
+
+def _utf8_text(raw: bytes) -> str | None:
+    """Valid UTF-8 whose characters are mostly printable (random bytes rarely are)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    odd = sum(1 for c in text if not (c.isprintable() or c in "\t\r\n"))
+    return text if odd <= len(text) // 10 else None
+
+
+_SHORT_B64_LENS = frozenset((8, 12, 16))
+
+
+def _short_b64(value: str) -> bool:
+    # Padded, or mixed case: "username" and "ABCDEFGH" are words, "IE9SIDE9MQ==" is not.
+    return (len(value) in _SHORT_B64_LENS and (value.endswith("=") or _mixed_case(value))
+            and _B64_SHORT.fullmatch(value) is not None)
 
 
 def base64_decode(value: str) -> str:
     """Decode base64-looking runs (whole value or embedded) that give printable text."""
+    if _short_b64(value):
+        text = _b64_text(value)
+        return value if text is None else text
     out: list[str] = []
     last = 0
     for i, m in enumerate(_B64_RUN.finditer(value)):
@@ -156,11 +202,42 @@ def base64_decode(value: str) -> str:
 
 _VERSIONED = re.compile(r"/\*!\d*(.*?)\*/", re.S)
 _COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
+# A line comment used as a blank: "union--x%0Aselect", "and#abc%0A1=1". The fold sees the
+# value after whitespace folding (the line break is already a space), so a "--"/"#" with
+# the word glued to it, then a blank, is the comment: it becomes a space (a comment at the
+# end of the value hides nothing). Only where SQL could put one:
+# after a blank, punctuation, a number or a keyword, not inside a word ("cpython#84774",
+# "x--y" stay: a new blank there would join what the value keeps apart).
+_LINE_COMMENT = re.compile(r"(?:--|#)\S*\s")
+_SQL_WORDS = frozenset({
+    "and", "or", "xor", "not", "select", "union", "all", "distinct", "from", "where", "case",
+    "when", "then", "else", "end", "by", "like", "rlike", "regexp", "in", "is", "null", "if",
+    "exec", "execute", "declare", "waitfor", "delay", "limit", "order", "group", "having",
+    "as", "on", "set", "values", "into", "insert", "update", "delete", "drop", "sleep",
+    "benchmark", "div", "mod", "between", "exists", "begin"})
+
+
+def _word_before(value: str, end: int) -> str:
+    start = end
+    while start > 0 and (value[start - 1].isalnum() or value[start - 1] == "_"):
+        start -= 1
+    return value[start:end]
+
+
+def _line_comment(m: re.Match[str]) -> str:
+    word = _word_before(m.string, m.start())
+    if not word or word[0].isdigit() or word.lower() in _SQL_WORDS:
+        return " "
+    return m.group(0)
 
 
 def sql_comment_fold(value: str) -> str:
-    """``/*!50000select*/`` keeps its content; other ``/*...*/`` become a space."""
-    return _COMMENT.sub(" ", _VERSIONED.sub(r" \1 ", value))
+    """``/*!50000select*/`` keeps its content; other ``/*...*/`` and line comments with
+    their glued word (``--abc``, ``#abc``) become a space."""
+    value = _COMMENT.sub(" ", _VERSIONED.sub(r" \1 ", value))
+    if "--" in value or "#" in value:
+        value = _LINE_COMMENT.sub(_line_comment, value)
+    return value
 
 
 _SLASHES = re.compile(r"/{2,}")
@@ -179,8 +256,12 @@ _IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
 # blank), so prose quotes ("' or 1=1") are left alone.
 # Each alternative starts with a literal character (the lookbehinds come after the quote),
 # so ``re`` jumps between candidate characters instead of trying every position.
+# A backslash then one blank was a backslash-newline line continuation before whitespace
+# folding (cat /et\<LF>c/pa\<LF>sswd): the shell joins the two halves.
 _QUOTES = re.compile(r"""''|""|'(?<=\w')['"]*(?=\w)|"(?<=\w")['"]*(?=\w)|\\(?=[A-Za-z/])"""
-                     r"""|``|\$\(\s*\)|<\(\s*\)|>\(\s*\)""")
+                     r"""|\\ (?=[\w/])|``|\$\(\s*\)|<\(\s*\)|>\(\s*\)""")
+# Repeated slashes name the same file for the shell (/bin/////sh); "://" is kept (URLs).
+_SHELL_SLASHES = re.compile(r"(?<!:)//+")
 _QUOTED_WORD = re.compile(r"""(['"])(?<![^;|&`(\s]['"])([\w./-]+)\1(?=[\s;|&)\w]|$)""")
 
 
@@ -189,7 +270,8 @@ def shell_fold(value: str) -> str:
     the shell reads them."""
     if "$" in value:
         value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
-    return _QUOTED_WORD.sub(r"\2", _QUOTES.sub("", value))
+    value = _QUOTED_WORD.sub(r"\2", _QUOTES.sub("", value))
+    return _SHELL_SLASHES.sub("/", value) if "//" in value else value
 
 
 # ----------------------------------------------------------------------------- the table
@@ -218,32 +300,36 @@ TRANSFORMS: tuple[Transform, ...] = (
               js_decode, lambda s: "\\" in s),
     Transform("unicode", "canonical", _t(r"[^\x00-\x7f]"), unicode_fold,
               lambda s: not s.isascii()),
-    Transform("whitespace", "canonical", _t(r"[\t\n\r\x0b\x0c]|\s{2}"), whitespace_fold,
+    Transform("whitespace", "canonical", _t(r"[\t\n\r\x0b\x0c\udca0]|\s{2}"), whitespace_fold,
               _odd_space),
     Transform("base64", "fold", _t(r"[A-Za-z0-9+/_-]{" + str(B64_MIN) + "}"), base64_decode,
               _mixed_case),
-    Transform("sql_comments", "fold", _t(r"/\*"), sql_comment_fold, lambda s: "/*" in s),
+    Transform("sql_comments", "fold", _t(r"/\*|(?:--|#)\S*\s"), sql_comment_fold,
+              lambda s: "/*" in s or "--" in s or "#" in s),
     Transform("path", "fold", _t(r"\\|//|/\./"), path_normalize,
               lambda s: "\\" in s or "//" in s or "/./" in s),
     Transform("shell", "fold", _t(r"""['"\\`]|\$[{@*I9(]|[<>]\("""), shell_fold,
               lambda s: "'" in s or '"' in s or "\\" in s or "`" in s or "$" in s
               or "<(" in s or ">(" in s),
+    Transform("control_escapes", "fold", _t(r"\\[nrt]"), control_escape_fold,
+              lambda s: "\\" in s),
 )
 DECODERS = tuple(t for t in TRANSFORMS if t.stage == "decoder")
 CANONICAL = tuple(t for t in TRANSFORMS if t.stage == "canonical")
 FOLDS = tuple(t for t in TRANSFORMS if t.stage == "fold")
 _B64 = next(t for t in TRANSFORMS if t.name == "base64")
+_DECODING = DECODERS + CANONICAL
 _NONE: frozenset[Transform] = frozenset()
-# Every gate but those of _NO_MARK needs one of these marks (or "//", "/./", "/*"): one
-# cheap test skips the other six gates on most values (identifiers, tokens, user agents).
-_MARK = re.compile(r"""[%+&\\'"`$<>]""")
+# Every gate but those of _NO_MARK needs one of these marks (or "//", "/./", "/*", "--"):
+# one cheap test skips the other gates on most values (identifiers, tokens, user agents).
+_MARK = re.compile(r"""[%+&\\'"`$<>#]""")
 _NO_MARK = tuple(t for t in TRANSFORMS if t.name in ("unicode", "whitespace", "base64"))
 
 
 def _marked(value: str) -> bool:
     # A character set is the fastest ``re`` search; the slash marks are plain substrings.
     return (_MARK.search(value) is not None or "//" in value or "/./" in value
-            or "/*" in value)
+            or "/*" in value or "--" in value)
 
 
 def fired(value: str) -> frozenset[Transform]:
@@ -251,6 +337,8 @@ def fired(value: str) -> frozenset[Transform]:
     distinct intermediate value (a transform that changes nothing keeps the set)."""
     candidates = TRANSFORMS if _marked(value) else _NO_MARK
     found = [t for t in candidates if t.gate(value) and t.trigger.search(value) is not None]
+    if len(value) in _SHORT_B64_LENS and _B64 not in found and _short_b64(value):
+        found.append(_B64)  # a whole short padded value: the run trigger wants B64_MIN
     return frozenset(found) if found else _NONE
 
 
@@ -261,6 +349,19 @@ def variants(value: str, max_passes: int = 3, max_len: int = 16384) -> list[str]
     first = fired(value)
     if not first:
         return [value]  # the common case: nothing could change it
+    out, current, found = _pipeline(value, first, max_passes, max_len)
+    if _B64 in found:
+        _add_base64(out, current, max_passes, max_len)
+    if current != value and _B64 in first:
+        # URL decoding turns a base64 "+" into a space: also try the value as sent.
+        _add_base64(out, value, max_passes, max_len)
+    return out[:MAX_VARIANTS]
+
+
+def _pipeline(value: str, first: frozenset[Transform], max_passes: int,
+              max_len: int) -> tuple[list[str], str, frozenset[Transform]]:
+    """The decoders in passes, the canonical forms, then every fold but base64: (variants,
+    the canonical value, the transforms that may change it)."""
     out = [value]
     current, found = _decode_passes(value, first, max_passes, max_len, out)
     for t in CANONICAL:
@@ -268,12 +369,26 @@ def variants(value: str, max_passes: int = 3, max_len: int = 16384) -> list[str]
             current, found = _apply(t, current, found, max_len)
     _add(out, current)
     for t in FOLDS:
-        if t in found:
+        if t in found and t is not _B64:
             _add(out, t.fn(current)[:max_len])
-    if current != value and _B64 in first:
-        # URL decoding turns a base64 "+" into a space: also try the value as sent.
-        _add(out, base64_decode(value)[:max_len])
-    return out[:MAX_VARIANTS]
+    return out, current, found
+
+
+def _add_base64(out: list[str], source: str, max_passes: int, max_len: int) -> None:
+    """The base64 fold of ``source``. The text of a value that is all base64, or decoded
+    text that is itself encoded (PHglMDlvbnh4eD0x is "<x%09onxxx=1"), goes through the
+    pipeline once more (never a second base64 fold); runs embedded in a longer value with
+    nothing to decode, such as a JWT's JSON after "Bearer ", do not."""
+    folded = base64_decode(source)[:max_len]
+    if folded == source or folded in out:
+        return
+    out.append(folded)
+    if _B64_WHOLE.fullmatch(source) is not None or any(
+            t.gate(folded) and t.trigger.search(folded) is not None for t in _DECODING):
+        first = fired(folded)
+        if first:
+            for v in _pipeline(folded, first, max_passes, max_len)[0][1:]:
+                _add(out, v)
 
 
 def _apply(t: Transform, current: str, found: frozenset[Transform],

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import hyperscan
 
@@ -108,10 +109,12 @@ class Engine:
         self._prefilter = Prefilter(dbs)
         # One memo per scan group, keyed by the value alone (no key tuple per point).
         self._memo: list[dict[_MemoKey, tuple[_Flag, ...]]] = [{} for _ in GROUPS]
+        self._memo_len = 0  # values remembered, all groups
         # (confirmer, text) -> its answer: several rules of a class flag the same value,
         # and flagged benign values repeat; confirmers are pure functions of the text.
         self._verdicts: dict[tuple[str, str], bool] = {}
-        self._group_by_mask: dict[int, int] = {}
+        # Every mask ``extract`` produces, with its scan group: one lookup per point.
+        self._group_by_mask: dict[int, int] = {m: group_of(m) for m in POINT_MASKS}
 
     # ------------------------------------------------------------------ loading
 
@@ -159,9 +162,16 @@ class Engine:
             # Classes that cannot reach the threshold even if every candidate confirms are
             # dropped before confirming (most weak matches in benign traffic end here).
             viable = self._viable_classes(c.rule for c in candidates.values())
-            candidates = {k: c for k, c in candidates.items() if c.rule.cls in viable}
-            confirmed = self._confirm(candidates, deadline)
-            return self._report(record, confirmed, exclusions, application)
+            if not viable:
+                return []
+            kept = [c for c in candidates.values() if c.rule.cls in viable]
+            confirmed = self._confirm(kept, deadline)
+            if not confirmed:
+                return []
+            if len(confirmed) < len(kept):
+                # Some turned down (or the budget ran out): their rules' scores are gone.
+                viable = self._viable_classes(cand.rule for cand, _, _ in confirmed)
+            return self._report(record, confirmed, viable, exclusions, application)
         except Exception:  # noqa: BLE001 - SECURITY: attacker input must never crash a worker
             self.stats.errors += 1
             log.exception("analysis failed for record %s", as_text(record.get("id", "?")))
@@ -172,20 +182,25 @@ class Engine:
         before (user agents, accept headers: most header values repeat) come from the memo
         without decoding or scanning; the others are decoded and scanned per group."""
         out: list[tuple[int, _Flag]] = []
-        pending: list[list[tuple[int, str, bytes, _MemoKey | None]]] = [[] for _ in GROUPS]
+        pending: list[list[tuple[int, str, bytes, _MemoKey | None]]] | None = None
         cap, passes = self.cfg.max_value_bytes, self.cfg.max_decode_passes
         memos, groups = self._memo, self._group_by_mask
         # The hot loop of the engine: kept free of per-point function calls where it can.
         for i, (mask, _, value) in enumerate(points):
             g = groups.get(mask)
             if g is None:
-                g = groups[mask] = self._route(mask)
-            key = value if len(value) <= MEMO_VALUE_MAX else None
-            known = memos[g].get(value) if key is not None else None
-            if known is not None:
-                for flag in known:
-                    out.append((i, flag))
-                continue
+                self._unknown_mask(mask)
+            if len(value) <= MEMO_VALUE_MAX:
+                known = memos[g].get(value)
+                if known is not None:
+                    if known:  # most remembered values are clean: the shared empty tuple
+                        out += [(i, flag) for flag in known]
+                    continue
+                key: _MemoKey | None = value
+            else:
+                key = None
+            if pending is None:
+                pending = [[] for _ in GROUPS]  # only requests with a first-seen value
             segs = pending[g]
             for v in variants(value, passes, cap):
                 try:
@@ -193,59 +208,61 @@ class Engine:
                 except UnicodeEncodeError:
                     data = _encode(v)
                 segs.append((i, v, data[:cap], key))
-        for g, segs in enumerate(pending):
+        for g, segs in enumerate(pending or ()):
             if segs:
                 self._scan_group(g, segs, out)
         return out
 
     @staticmethod
-    def _route(mask: int) -> int:
-        # The groups were compiled for these masks only: another one could meet a group
+    def _unknown_mask(mask: int) -> NoReturn:
+        # The groups were compiled for POINT_MASKS only: another mask could meet a group
         # without the patterns that apply to it (a bug in points.py, never silently).
-        if mask not in POINT_MASKS:
-            raise ValueError(f"point mask {mask} is not in points.POINT_MASKS")
-        return group_of(mask)
+        raise ValueError(f"point mask {mask} is not in points.POINT_MASKS")
 
     def _scan_group(self, g: int, segs: list[tuple[int, str, bytes, _MemoKey | None]],
                     out: list[tuple[int, _Flag]]) -> None:
         # Every memo key of the group is learned, flagged or not: a clean value is the
         # common case and must be the cheapest repeat. Tuples, and the shared empty one for
         # clean values: thousands of remembered lists would slow every GC pass down.
-        learned: dict[_MemoKey, tuple[_Flag, ...]] = dict.fromkeys(
-            (s[3] for s in segs if s[3] is not None), ())
+        learned = dict.fromkeys([s[3] for s in segs if s[3] is not None], ())
+        if self._memo_len + len(learned) > MEMO_SIZE:
+            self._clear_values()  # SECURITY: bounded; a flood of new values only resets it
+        memo = self._memo[g]
+        before = len(memo)
+        memo.update(learned)
         for j, found in self._prefilter.scan(g, [s[2] for s in segs]):
             i, text, data, key = segs[j]
             flag = (text, data, found)
             out.append((i, flag))
             if key is not None:
-                learned[key] += (flag,)
-        if sum(map(len, self._memo)) + len(learned) > MEMO_SIZE:
-            self._clear_values()  # SECURITY: bounded; a flood of new values only resets it
-        self._memo[g].update(learned)
+                memo[key] += (flag,)
+        self._memo_len += len(memo) - before
 
     def _candidates(self, points: Sequence[Point]) -> dict[tuple[str, tuple[str, ...]], _Candidate]:
         """(rule, point) pairs Hyperscan found, filtered by the rules' point kinds."""
         out: dict[tuple[str, tuple[str, ...]], _Candidate] = {}
+        pattern_rule, patterns = self._pattern_rule, self._patterns
         for i, (text, data, found) in self._scan(points):
             point = points[i]
             for pid, end in found.items():
-                rule = self._pattern_rule[pid]
+                rule = pattern_rule[pid]
                 if not rule.point_mask & point.mask:
                     continue
-                py = self._patterns[pid].py
+                py = patterns[pid].py
                 if py is not None and py.search(text) is None:
                     continue  # prefilter-mode pattern: Python re decides
-                cand = out.get((rule.id, point.path))
+                key = (rule.id, point.path)
+                cand = out.get(key)
                 if cand is None:
-                    cand = out[(rule.id, point.path)] = _Candidate(rule, point)
+                    cand = out[key] = _Candidate(rule, point)
                 cand.matches.append((text, data, end))
         return out
 
-    def _confirm(self, candidates: dict[tuple[str, tuple[str, ...]], _Candidate],
+    def _confirm(self, candidates: Iterable[_Candidate],
                  deadline: float) -> list[tuple[_Candidate, bytes, int]]:
         """Candidates that pass their confirmer: (candidate, matched bytes, match end)."""
         confirmed: list[tuple[_Candidate, bytes, int]] = []
-        for cand in candidates.values():
+        for cand in candidates:
             if cand.rule.confirm is None:
                 confirmed.append((cand, cand.matches[0][1], cand.matches[0][2]))
                 continue
@@ -271,8 +288,10 @@ class Engine:
         return known
 
     def _report(self, record: RequestRecord, confirmed: list[tuple[_Candidate, bytes, int]],
-                exclusions: ExclusionSet | None, application: str) -> list[Hit]:
-        viable = self._viable_classes(cand.rule for cand, _, _ in confirmed)
+                viable: set[str], exclusions: ExclusionSet | None,
+                application: str) -> list[Hit]:
+        """Hits of the confirmed candidates of the ``viable`` classes (those the confirmed
+        rules' scores carry to the threshold), less the excluded ones."""
         template = self._hit_template(record, application)
         hits = [(self._hit(template, cand), data, end)
                 for cand, data, end in confirmed if cand.rule.cls in viable]
@@ -341,6 +360,7 @@ class Engine:
     def _clear_values(self) -> None:
         for memo in self._memo:
             memo.clear()
+        self._memo_len = 0
 
     # ------------------------------------------------------------------ rule examples
 
@@ -351,7 +371,7 @@ class Engine:
         point = Point(_kind_mask(kind), _kind_path(kind, name), value)
         if prefilter_only:
             return self._prefilter_rules(point)
-        confirmed = self._confirm(self._candidates([point]), time.perf_counter() + 60.0)
+        confirmed = self._confirm(self._candidates([point]).values(), time.perf_counter() + 60.0)
         return {cand.rule.id for cand, _, _ in confirmed}
 
     def _prefilter_rules(self, point: Point) -> set[str]:

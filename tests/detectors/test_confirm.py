@@ -14,12 +14,14 @@ SQL_YES = [
     "1 AND (SELECT 1 FROM users WHERE name='admin')=1", "1 order by 10--",
     "DROP TABLE users", "declare @q varchar(99)", "1;waitfor delay '0:0:5'--",
     "\" or \"\"=\"", "1) or (1=1", "' and extractvalue(1,concat(0x7e,version()))--",
+    "-5521 AND 8751=8751", " WHERE 1=1 AND 1=0--", " AS x HAVING 1=1#", "(1)and(1)=(1)--",
+    "' or ''-'",
 ]
 SQL_NO = [
     "Tom O'Neil or Jerry", "order by price", "Select items from the list", "It's 5 o'clock",
     "rock 'n' roll", "between 1 and 5 items", "3 or 4 stars", "rated 4 or more",
     "it's me or you", "\"Rock\" and \"Roll\" are fine", "Update your profile", "1 as a number",
-    "the union of selected sets",
+    "the union of selected sets", "-5 degrees and falling", "where 5 is the answer",
 ]
 HTML_YES = [
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)",

@@ -29,6 +29,7 @@ TRANSFORM_CASES = [
     ("unicode", "ＳＥＬＥＣＴ", "select"),  # fullwidth
     ("unicode", "＜script＞", "<script>"),
     ("whitespace", "union\t\n  select", "union select"),
+    ("whitespace", "1\udca0and\udca01=1", "1 and 1=1"),  # a lone 0xA0 byte (MySQL blank)
     ("base64", base64.b64encode(b"<script>alert(1)</script>").decode(),
      "<script>alert(1)</script>"),
     ("base64", "x=" + base64.b64encode(b"; cat /etc/passwd #").decode(),
@@ -36,6 +37,12 @@ TRANSFORM_CASES = [
     ("sql_comments", "union/**/select", "union select"),
     ("sql_comments", "/*!50000select*/ 1", " select  1"),
     ("sql_comments", "1 /* unterminated", "1  "),
+    # line comments used as blanks (whitespace folded already: the line break is a space)
+    ("sql_comments", "1)--xQz AND--xQz 1=1", "1) AND 1=1"),
+    ("sql_comments", "1\"#rnd RLIKE#rnd (SELECT 1)", "1\" RLIKE (SELECT 1)"),
+    ("control_escapes", r"\n/bin/ls -al\n", "\n/bin/ls -al\n"),
+    ("control_escapes", r"a\r\nb\tc", "a\r\nb\tc"),
+    ("base64", base64.b64encode("’ or ‘1’=’1".encode()).decode(), "’ or ‘1’=’1"),  # UTF-8
     ("path", "..\\..\\windows\\win.ini", "../../windows/win.ini"),
     ("path", "/a//b/./c/../d", "/a/b/c/../d"),  # ".." stays visible
     ("shell", "c'a't /etc/pa\"ss\"wd", "cat /etc/passwd"),
@@ -48,6 +55,8 @@ TRANSFORM_CASES = [
     ("shell", "ping`` 127.0.0.1", "ping 127.0.0.1"),  # empty substitutions
     ("shell", "pi$()ng 127.0.0.1", "ping 127.0.0.1"),
     ("shell", "pi<()ng x", "ping x"),
+    ("shell", "cat /et\\ c/pa\\ sswd", "cat /etc/passwd"),  # backslash-newline, folded
+    ("shell", ";/\\b\\i\\n/////s\\h", ";/bin/sh"),  # repeated slashes
 ]
 
 
@@ -76,6 +85,12 @@ NO_CHANGE = [
     ("sql_comments", "a / b * c"),
     ("shell", "' or 1=1"),  # prose quotes are not a quoted command word
     ("shell", "He said 'hello there' twice"),
+    ("shell", "curl http://x.example/a"),  # "://" keeps its slashes
+    ("sql_comments", "see python/cpython#84774 now"),  # a "#" inside a word is no comment
+    ("sql_comments", "----WebKitFormBoundaryX"),  # no blank after: nothing hidden
+    ("control_escapes", r"C:\Users\bob"),
+    ("base64", "username"),  # a short word: never tried
+    ("base64", "ABCDEFGH"),
 ]
 
 
@@ -92,6 +107,20 @@ VARIANT_CASES = [
     # one pass runs every decoder in turn: URL then HTML in the same pass
     ("url then html", "%26lt%3Bscript%26gt%3B", ["%26lt%3Bscript%26gt%3B", "<script>"]),
     ("fullwidth", "ＳＥＬＥＣＴ", ["ＳＥＬＥＣＴ", "select"]),
+    # a whole short value (8, 12, 16 characters) is tried too: padded, or mixed case
+    ("short base64", base64.b64encode(b"or 1=1--").decode(),
+     [base64.b64encode(b"or 1=1--").decode(), "or 1=1--"]),
+    ("short base64 one case", base64.b64encode(b" OR 1=1").decode(),
+     [base64.b64encode(b" OR 1=1").decode(), " OR 1=1"]),
+    ("short word", "username", ["username"]),
+    ("short capitals", "PASSWORD", ["PASSWORD"]),
+    # base64 of an encoded payload: its text is decoded once more
+    ("base64 then url", base64.b64encode(b"<x%09onxxx=1").decode(),
+     [base64.b64encode(b"<x%09onxxx=1").decode(), "<x%09onxxx=1", "<x\tonxxx=1", "<x onxxx=1"]),
+    # a JWT's JSON after "Bearer " has nothing to decode: one variant, no second pipeline
+    ("jwt", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123",
+     ["Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123",
+      'Bearer {"alg":"HS256"}.{"sub":"1234"}.abcDEF123']),
 ]
 
 

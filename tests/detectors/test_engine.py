@@ -190,3 +190,38 @@ def test_request_scan_equals_values_scanned_alone(make_engine: Callable[..., Eng
 def engine_point(i: int, value: str):  # noqa: ANN201 - a Point
     from node.detectors.points import ARGS, Point
     return Point(ARGS, ("query", f"a{i}"), value)
+
+
+@pytest.mark.parametrize("query,expected", [
+    # The confirmer turns the strong rule down: the weak one alone is under the threshold.
+    ("q=the%20union%20selection%20or%20a%20committee", set()),
+    # Both confirmed (the weak one needs no confirmer): both count and both are reported.
+    ("q=1%20union%20select%202%20or%201", {"sqli-union", "sqli-weak"}),
+    # Nothing viable before confirming: the weak rule alone never reaches the confirm stage.
+    ("q=this%20or%20that", set()),
+])
+def test_class_scores_count_only_confirmed_rules(engine: Engine, query: str,
+                                                 expected: set[str]) -> None:
+    assert {h["rule_id"] for h in engine.analyze(record(query=query))} == expected
+
+
+def test_value_memo_is_bounded_and_changes_no_hit(make_engine: Callable[..., Engine],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.detectors import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "MEMO_SIZE", 40)
+    engine = make_engine(PACKS)
+    recs = [record(query=f"a={i}&b=1%20union%20select%20{i % 3}&c=or",
+                   headers=[["User-Agent", "sqlmap" if i % 2 else "curl"]])
+            for i in range(100)]
+    first = [by_id(engine.analyze(r)) for r in recs]  # new values flood the memo: it restarts
+    remembered = sum(map(len, engine._memo))  # noqa: SLF001
+    assert engine._memo_len == remembered <= 40  # noqa: SLF001
+    # The same hits, remembered values or not (their order may differ: flags of remembered
+    # values come first).
+    assert [by_id(engine.analyze(r)) for r in recs] == first
+    assert any(first)
+
+
+def by_id(hits: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {h["id"]: h for h in hits}

@@ -82,6 +82,15 @@ BODY_CASES = [
     ("xml", "application/xml", XML_BODY,
      {("body", "xml", "name"): "&x;", ("body", "xml", "r", "@a"): "1&quot;"}),
     ("raw text", "text/plain", b"just; some text", {("body",): "just; some text"}),
+    # UTF-16/32 bodies (with or without a byte-order mark) are read as the parsers read them
+    ("xml utf-16 bom", "application/xml", b"\xff\xfe" + "<r><n>&x;</n></r>".encode("utf-16-le"),
+     {("body", "xml", "n"): "&x;"}),
+    ("json utf-16be", "application/json", json.dumps({"q": "' or 1=1"}).encode("utf-16-be"),
+     {("json", "q"): "' or 1=1"}),
+    ("json utf-32le", "application/json", json.dumps({"q": "<b>"}).encode("utf-32-le"),
+     {("json", "q"): "<b>"}),
+    ("json utf-8 bom", "text/plain", b"\xef\xbb\xbf" + JSON_BODY,
+     {("json", "user", "name"): "O'Neil"}),
 ]
 
 
@@ -263,3 +272,48 @@ def test_fake_gzip_is_kept_as_sent_and_bombs_are_capped() -> None:
     pts = extract(record(method="POST", body=bomb, headers=[["Content-Encoding", "gzip"]]),
                   Limits(max_value_bytes=16384))
     assert all(len(p.value) <= 16384 * 4 for p in pts)
+
+
+# Empty values (never points) between non-empty ones, repeated and long names: what the
+# cap bookkeeping and the per-name caches of ``extract`` must get right.
+EDGE_RECORDS = [
+    record(query="a=&b=1&=2&c&" + "n" * 100 + "=3&%41%42=4&b=5",
+           headers=[["Cookie", "s=; =v; t=1;; " + "c" * 100 + "=2"], ["X-Empty", ""],
+                    ["User-Agent", "u"], ["USER-AGENT", "u2"], ["X-" + "h" * 100, "v"],
+                    ["Accept", ""], ["ACCEPT", "*/*"], ["Cookie", "z=9"]]),
+    record(method="POST", body=b'{"": "", "a": ["", "x", {"": 1, "k": ""}], "b": "y"}',
+           headers=[["Content-Type", "application/json"], ["Accept", "a"]]),
+]
+
+
+@pytest.mark.parametrize("rec", _every_kind_of_record() + EDGE_RECORDS)
+def test_the_cap_keeps_exactly_the_first_points(rec: RequestRecord) -> None:
+    every = extract(rec, Limits())
+    assert all(p.value for p in every)
+    for cap in range(1, len(every) + 2):
+        assert extract(rec, Limits(max_points=cap)) == every[:cap], cap
+
+
+def test_names_route_alike_whatever_their_case_or_length() -> None:
+    pts = extract(EDGE_RECORDS[0], Limits())
+    assert [p.value for p in pts if p.path == ("header", "user-agent")] == ["u", "u2"]
+    assert [p.value for p in pts if p.path == ("header", "accept")] == ["*/*"]
+    assert kinds(next(p for p in pts if p.path == ("header", "accept"))) == {"all_headers"}
+    long_header = next(p for p in pts if p.path == ("header", "x-" + "h" * 100))
+    assert long_header.value == "v" and kinds(long_header) == {"headers", "all_headers"}
+    assert [p.value for p in pts if p.path == ("query", "b")] == ["1", "5"]
+    assert [p.value for p in pts if p.path == ("query", "AB")] == ["4"]
+    assert [p.path for p in pts if p.value == "3"] == [("query", "n" * 64)]
+    assert [p.value for p in pts if p.path[0] == "cookie" and p.path[-1] != "#name"] == [
+        "v", "1", "2", "9"]
+
+
+def test_name_caches_are_bounded() -> None:
+    from node.detectors import points as points_module
+
+    for i in range(points_module.NAMES_CACHED + 100):
+        extract(record(query=f"p{i}=1", headers=[[f"x-h{i}", "v"], ["Cookie", f"c{i}=1"]]),
+                Limits())
+    for cached in (points_module._header_route, points_module._param,  # noqa: SLF001
+                   points_module._cookie):  # noqa: SLF001
+        assert cached.cache_info().currsize <= points_module.NAMES_CACHED

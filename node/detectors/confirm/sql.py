@@ -104,7 +104,8 @@ ANYWHERE = (
 )
 # Shapes of a value used as is (a number or bare word in the query), from its start.
 AS_IS = (
-    re.compile(r"[1nv]\)*&\(*(?:[(fkEv]|[1s](?:o|c|;|\)|$)|n[oc])"),  # 1 or 1=1; x or 1=1--
+    # 1 or 1=1; x or 1=1--; (1)and(1)=(1) (parentheses for blanks)
+    re.compile(r"\(*[1nv]\)*&\(*(?:[(fkEv]|[1s](?:o|c|;|\)|$)|n[oc])"),
     re.compile(r"1\)*k(?=[k1])"),  # 1 order by 3 / 1 limit 1 (keyword checked below)
     re.compile(r"\(*E(?:[ofv1s(]|[nk]\.|n,)"),  # select * / select @@version / select a,b
     re.compile(r"T(?:k|v|n+T|n+o)"),  # drop table / declare @x / update t set a=
@@ -118,6 +119,9 @@ AFTER_QUOTE = (
 )
 CLAUSE_WORDS = frozenset({"order", "group", "having", "limit", "procedure", "into", "union",
                           "where", "from", "case", "exists", "when", "if"})
+# A filter clause opened on a constant comparison: " WHERE 1=1 AND 1=0", " HAVING 1=1#".
+_CONDITION = re.compile(r"k\(*1o\(*1")
+CONDITION_WORDS = frozenset({"where", "having"})
 
 
 def _types(toks: list[tuple[str, str]]) -> str:
@@ -136,8 +140,17 @@ def _keyword_ok(toks: list[tuple[str, str]], types: str, m: re.Match[str]) -> bo
     return toks[i][1].lower() in CLAUSE_WORDS
 
 
+def _constant_condition(toks: list[tuple[str, str]], types: str) -> bool:
+    return any(toks[m.start()][1].lower() in CONDITION_WORDS
+               for m in _CONDITION.finditer(types))
+
+
 def _as_is(toks: list[tuple[str, str]]) -> bool:
+    if len(toks) > 1 and toks[0][1] in ("-", "+") and toks[1][0] == "1":
+        toks = toks[1:]  # a signed number: "-5521 and 8751=8751" is "1 and 1=1"
     types = _types(toks)
+    if _constant_condition(toks, types):
+        return True
     for shape in AS_IS:
         m = shape.match(types)
         if m and _keyword_ok(toks, types, m):
