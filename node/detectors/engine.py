@@ -224,18 +224,20 @@ class Engine:
         # Every memo key of the group is learned, flagged or not: a clean value is the
         # common case and must be the cheapest repeat. Tuples, and the shared empty one for
         # clean values: thousands of remembered lists would slow every GC pass down.
+        # Learned only once the scan returned: a scan that raises must not leave its values
+        # remembered as clean.
         learned = dict.fromkeys([s[3] for s in segs if s[3] is not None], ())
-        if self._memo_len + len(learned) > MEMO_SIZE:
-            self._clear_values()  # SECURITY: bounded; a flood of new values only resets it
-        memo = self._memo[g]
-        before = len(memo)
-        memo.update(learned)
         for j, found in self._prefilter.scan(g, [s[2] for s in segs]):
             i, text, data, key = segs[j]
             flag = (text, data, found)
             out.append((i, flag))
             if key is not None:
-                memo[key] += (flag,)
+                learned[key] += (flag,)
+        if self._memo_len + len(learned) > MEMO_SIZE:
+            self._clear_values()  # SECURITY: bounded; a flood of new values only resets it
+        memo = self._memo[g]
+        before = len(memo)
+        memo.update(learned)
         self._memo_len += len(memo) - before
 
     def _candidates(self, points: Sequence[Point]) -> dict[tuple[str, tuple[str, ...]], _Candidate]:

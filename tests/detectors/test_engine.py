@@ -225,3 +225,19 @@ def test_value_memo_is_bounded_and_changes_no_hit(make_engine: Callable[..., Eng
 
 def by_id(hits: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {h["id"]: h for h in hits}
+
+
+def test_a_scan_that_raises_leaves_no_value_remembered_as_clean(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = record(query="b=1%20union%20select%202")
+    engine.clear_memo()
+    engine.analyze(record())  # the method, path and headers remembered: only b's value is new
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("scratch in use")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine._prefilter, "scan", broken)  # noqa: SLF001
+        assert engine.analyze(rec) == []  # counted, never raised
+    assert engine.stats.errors == 1
+    assert engine.analyze(rec)  # scanned now, not taken from the memo as clean
