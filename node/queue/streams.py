@@ -158,11 +158,6 @@ class StreamWriter:
         self._add(packed, 1, record["source"])
         return None
 
-    def offer_packed(self, packed: list[bytes], sources: list[str], size: int) -> str | None:
-        """All of the already packed records (``size`` bytes together) or none: None, or the
-        reason they were shed. ``sources[i]`` is the source of ``packed[i]``."""
-        return self.offer_runs(packed, [1] * len(packed), sources, size)
-
     def offer_runs(self, runs: Sequence[bytes], counts: Sequence[int],
                    sources: Sequence[Sources], size: int) -> str | None:
         """All of the runs or none (see ``buffer``): ``runs[i]`` is ``counts[i]`` packed

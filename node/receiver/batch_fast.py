@@ -169,12 +169,6 @@ class FastRecords:
             sources.append(rec.source)
         return pieces, sources
 
-    def pack(self, raw: Raw | bytes, tcp_peer: str, ident: str) -> tuple[bytes, str] | None:
-        """``pack_many`` of one record: (the packed record, its source) or None."""
-        pieces, sources = self.pack_many([raw], tcp_peer, [ident])
-        source = sources[0]
-        return None if source is None else (b"".join(pieces), source)
-
     def _ip_fields(self, key: tuple[str, ...]) -> bytes:
         """``client_ip``, ``peer_ip`` and ``ip_chain`` packed as map entries, for ``key`` =
         (peer, values of the real-IP header...); remembered."""

@@ -225,13 +225,17 @@ class RequestParser:
         self._state = HEAD
         done.append(req)
 
-    def _length_body(self, done: list[Request]) -> bool:
+    def _take_remaining(self) -> bool:
+        """Consume what the buffer holds of the current body run (``_remaining`` bytes of a
+        Content-Length body or of a chunk); True once all of it is here."""
         buf = self._buf
         if not buf:
             return False
-        n = min(self._remaining, len(buf))
-        self._consume(n)
-        if self._remaining:
+        self._consume(min(self._remaining, len(buf)))
+        return not self._remaining
+
+    def _length_body(self, done: list[Request]) -> bool:
+        if not self._take_remaining():
             return False
         self._finish(done)
         return True
@@ -259,12 +263,7 @@ class RequestParser:
         return True
 
     def _chunk_data(self) -> bool:
-        buf = self._buf
-        if not buf:
-            return False
-        n = min(self._remaining, len(buf))
-        self._consume(n)
-        if self._remaining:
+        if not self._take_remaining():
             return False
         self._state = CHUNK_END
         return True

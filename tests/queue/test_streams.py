@@ -25,6 +25,12 @@ def packed(records: list[dict]) -> tuple[list[bytes], list[str], int]:
     return items, [r["source"] for r in records], sum(map(len, items))
 
 
+def offer_singles(writer, records: list[dict]) -> str | None:
+    """``offer_runs`` with one record per run."""
+    items, sources, size = packed(records)
+    return writer.offer_runs(items, [1] * len(items), sources, size)
+
+
 @contextlib.asynccontextmanager
 async def running_writer(cfg, redis=None):
     registry = CollectorRegistry()
@@ -131,12 +137,12 @@ async def test_buffer_bound_sheds(make_config, redis, limit_kind):
         assert sample(registry, "oob_requests_shed_total", reason="buffer_full") == 12 - expected_ok
 
 
-async def test_offer_packed_is_all_or_nothing(make_config, redis):
+async def test_offer_runs_of_single_records_is_all_or_nothing(make_config, redis):
     cfg = make_config(queue__max_buffered_records=10, queue__flush_interval_ms=5000,
                       queue__records_per_entry=1000)
     async with running_writer(cfg) as (writer, registry):
-        assert writer.offer_packed(*packed([rec(i) for i in range(8)])) is None
-        assert writer.offer_packed(*packed([rec(i) for i in range(3)])) == "buffer_full"
+        assert offer_singles(writer, [rec(i) for i in range(8)]) is None
+        assert offer_singles(writer, [rec(i) for i in range(3)]) == "buffer_full"
         assert writer.buffered == 8
         assert sample(registry, "oob_requests_shed_total", reason="buffer_full") == 3
 

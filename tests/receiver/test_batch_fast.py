@@ -80,7 +80,9 @@ def record_of(changes: dict) -> dict:
 
 def fast_pack(fast_records: FastRecords, raw: bytes, ident: str = "ID" + "0" * 24,
               peer: str = "127.0.0.1") -> tuple[bytes, str] | None:
-    return fast_records.pack(raw, peer, ident)
+    """``pack_many`` of one record: (the packed record, its source) or None."""
+    pieces, sources = fast_records.pack_many([raw], peer, [ident])
+    return None if sources[0] is None else (b"".join(pieces), sources[0])
 
 
 def builders() -> tuple[FastRecords, BatchRecordBuilder]:
