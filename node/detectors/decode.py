@@ -342,10 +342,22 @@ def fired(value: str) -> frozenset[Transform]:
     return frozenset(found) if found else _NONE
 
 
+# A whole value that is a base64 data URL (RFC 2397: avatars and images in JSON APIs). Its
+# payload is base64 alphabet only, so no decoder can change it and only the base64 fold can
+# reveal anything: the text a scripted one carries (data:text/html;base64,PHNjcmlwdD4...).
+# The generic pipeline would also scan a "+"-as-space copy of kilobytes of image data.
+_DATA_URL = re.compile(r"data:[\w.+/-]{0,128}(?:;[\w.+-]{1,64}=[\w.+-]{1,128}){0,8}"
+                       r";base64,([A-Za-z0-9+/]+={0,2})", re.I)
+
+
 def variants(value: str, max_passes: int = 3, max_len: int = 16384) -> list[str]:
     """Distinct variants of ``value`` to scan, the value itself first."""
     if len(value) > max_len:
         value = value[:max_len]
+    if value[:5].lower() == "data:":
+        data_url = _DATA_URL.fullmatch(value)
+        if data_url is not None:
+            return _data_url(value, data_url.group(1), max_passes, max_len)
     first = fired(value)
     if not first:
         return [value]  # the common case: nothing could change it
@@ -355,6 +367,19 @@ def variants(value: str, max_passes: int = 3, max_len: int = 16384) -> list[str]
     if current != value and _B64 in first:
         # URL decoding turns a base64 "+" into a space: also try the value as sent.
         _add_base64(out, value, max_passes, max_len)
+    return out[:MAX_VARIANTS]
+
+
+def _data_url(value: str, payload: str, max_passes: int, max_len: int) -> list[str]:
+    """The data URL as sent, then its payload's text (when it is text) and that text's own
+    variants (never a second base64 fold, as in ``_add_base64``)."""
+    out = [value]
+    text = _b64_text(payload)
+    if text:
+        text = text[:max_len]
+        first = fired(text)
+        for v in _pipeline(text, first, max_passes, max_len)[0] if first else (text,):
+            _add(out, v)
     return out[:MAX_VARIANTS]
 
 

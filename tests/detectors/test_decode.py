@@ -100,6 +100,8 @@ def test_transform_leaves_alone(name: str, value: str) -> None:
     assert BY_NAME[name].fn(value) == value
 
 
+# Bytes of a PNG with "+" and "/" in their base64 (a generic pipeline would decode the "+").
+IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4).decode()
 VARIANT_CASES = [
     ("plain", "hello", ["hello"]),
     ("user agent", "Mozilla/5.0 (X11; Linux x86_64)", ["Mozilla/5.0 (X11; Linux x86_64)"]),
@@ -121,6 +123,17 @@ VARIANT_CASES = [
     ("jwt", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123",
      ["Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123",
       'Bearer {"alg":"HS256"}.{"sub":"1234"}.abcDEF123']),
+    # a base64 data URL: the payload's text and its own variants, no "+"-as-space copy
+    ("data url with script", "data:text/html;charset=utf-8;base64,"
+     + base64.b64encode(b"<script>alert(1)</script>+%3Cx%3E").decode(),
+     ["data:text/html;charset=utf-8;base64,"
+      + base64.b64encode(b"<script>alert(1)</script>+%3Cx%3E").decode(),
+      "<script>alert(1)</script>+%3Cx%3E", "<script>alert(1)</script> <x>"]),
+    ("data url of an image", "data:image/png;base64," + IMAGE_B64,
+     ["data:image/png;base64," + IMAGE_B64]),
+    # anything else after the comma is no data URL of ours: the generic pipeline
+    ("data url percent-encoded", "data:text/html,%3Cscript%3E",
+     ["data:text/html,%3Cscript%3E", "data:text/html,<script>"]),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,38 @@ def test_multipart_field_names_and_part_headers() -> None:
     assert ("body", "multipart", "note", "#header", "content-disposition") not in got
     assert kinds(got[("body", "multipart", "note", "#name")]) == {"arg_names"}
     assert got[("body", "multipart", "note")].value == "+ADw-x"
+
+
+# A JPEG-like file: a header, then random bytes with a web shell in a comment segment.
+NOISE = random.Random(7).randbytes(3000)
+JPEG = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + NOISE[:1500]
+        + b"\xff\xfe\x00\x20<?php system($_GET['c']); ?>\x00" + NOISE[1500:])
+LONG_TEXT = "Grüße, ".encode() * 60 + b"\x1b[0m end"
+
+
+def test_binary_parts_are_scanned_as_their_printable_runs() -> None:
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.jpg\"\r\n"
+            b"Content-Type: image/jpeg\r\n\r\n" + JPEG + b"\r\n--b\r\n"
+            b"Content-Disposition: form-data; name=\"t\"\r\n\r\nplain\x01text, kept\r\n--b\r\n"
+            b"Content-Disposition: form-data; name=\"long\"\r\n\r\n" + LONG_TEXT + b"\r\n--b--\r\n")
+    got = points(record(method="POST", body=body,
+                        headers=[["Content-Type", "multipart/form-data; boundary=b"]]))
+    content = got[("body", "multipart", "f")].value
+    assert "<?php system($_GET['c']); ?>" in content
+    assert "JFIF" not in content  # runs under STRINGS_MIN characters are noise
+    assert "\udc80" not in content and "\x00" not in content  # no invalid or control byte
+    assert len(content) < len(JPEG) // 10
+    # a short part is kept as sent, control bytes and all
+    assert got[("body", "multipart", "t")].value == "plain\x01text, kept"
+    # a long text with a stray control byte is text too
+    assert got[("body", "multipart", "long")].value == LONG_TEXT.decode()
+
+
+def test_binary_raw_body_is_scanned_as_its_printable_runs() -> None:
+    got = points(record(method="POST", body=JPEG,
+                        headers=[["Content-Type", "application/octet-stream"]]))
+    assert "<?php system($_GET['c']); ?>" in got[("body",)].value
+    assert len(got[("body",)].value) < len(JPEG) // 10
 
 
 @pytest.mark.parametrize("body,token", [
