@@ -27,6 +27,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 MAX_VARIANTS = 10
 B64_MIN = 16  # shortest run decoded as base64 (9 bytes: "or 1=1--")
@@ -79,7 +80,19 @@ def _pct(m: re.Match[str]) -> str:
 def url_decode(value: str) -> str:
     """One pass of URL decoding: ``%XX`` (as UTF-8), ``%uXXXX``, ``+`` as a space."""
     value = value.replace("+", " ")  # "+" first: "%2B" stays a plus
-    return _PCT.sub(_pct, value) if "%" in value else value
+    if "%" not in value:
+        return value
+    if "%u" not in value and "%U" not in value:
+        # The common case at byte level, as a server decodes it: unquote_to_bytes splits
+        # on "%" in C (the regex called back into Python for every run), then the bytes
+        # read as UTF-8 like any wire text. Surrogate escapes are the wire's own bytes.
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate that no byte stands for (from an earlier %uD800)
+        else:
+            return bytes_to_text(unquote_to_bytes(raw))
+    return _PCT.sub(_pct, value)
 
 
 def html_decode(value: str) -> str:
