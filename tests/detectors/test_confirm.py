@@ -16,12 +16,17 @@ SQL_YES = [
     "\" or \"\"=\"", "1) or (1=1", "' and extractvalue(1,concat(0x7e,version()))--",
     "-5521 AND 8751=8751", " WHERE 1=1 AND 1=0--", " AS x HAVING 1=1#", "(1)and(1)=(1)--",
     "' or ''-'",
+    # a tautology after junk meant to trip the tokenizer, a stored procedure run
+    "1 +1 or 1=1 -- 1", "1.%@ or 1=1 -- 1", "? or 1=1 --", "a or 2=2",
+    "exec sp_addlogin 'name', 'password'", "execute master..xp_cmdshell 'dir'",
 ]
 SQL_NO = [
     "Tom O'Neil or Jerry", "order by price", "Select items from the list", "It's 5 o'clock",
     "rock 'n' roll", "between 1 and 5 items", "3 or 4 stars", "rated 4 or more",
     "it's me or you", "\"Rock\" and \"Roll\" are fine", "Update your profile", "1 as a number",
     "the union of selected sets", "-5 degrees and falling", "where 5 is the answer",
+    "pick 2 or 3 = 4", "is it 2 or 3", "size 2 or 3 = 3 -ish", "I exec my sp_ routine",
+    "exec summary",
 ]
 HTML_YES = [
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)",

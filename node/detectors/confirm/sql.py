@@ -174,12 +174,39 @@ def _after_quote(toks: list[tuple[str, str]]) -> bool:
     return False
 
 
+COMPARISONS = frozenset({"=", "<>", "!=", "<", ">", "<=", ">=", "<=>", "like"})
+PROCEDURE_PREFIXES = ("sp_", "xp_", "master")
+
+
+def _tautology(toks: list[tuple[str, str]]) -> bool:
+    """A boolean operator, then a constant comparison that is either cut off by a comment
+    or terminator (``or 1=1 --``) or compares a number with itself (``or 2=2``), wherever it
+    stands: what comes before it is often junk meant to trip tokenizers (``1 +1``, ``1.%@``).
+    """
+    for i in range(len(toks) - 3):
+        if (toks[i][0] == "&" and toks[i + 1][0] == "1" and toks[i + 3][0] == "1"
+                and toks[i + 2][1].lower() in COMPARISONS):
+            after = toks[i + 4][0] if i + 4 < len(toks) else ""
+            if after in ("c", ";") or (toks[i + 2][1] == "=" and after in ("", ")")
+                                       and toks[i + 1][1] == toks[i + 3][1]):
+                return True
+    return False
+
+
+def _exec_procedure(toks: list[tuple[str, str]]) -> bool:
+    """``exec sp_addlogin ...``, ``execute master..xp_cmdshell``: a stored procedure run."""
+    return any(w.lower() in ("exec", "execute") and i + 1 < len(toks)
+               and toks[i + 1][1].lower().startswith(PROCEDURE_PREFIXES)
+               for i, (_, w) in enumerate(toks))
+
+
 def _injection_in(text: str, quoted: bool) -> bool:
     toks = tokens(text)
     if not toks:
         return False
     types = _types(toks)
-    if any(shape.search(types) for shape in ANYWHERE) or _dangerous(toks):
+    if (any(shape.search(types) for shape in ANYWHERE) or _dangerous(toks)
+            or _tautology(toks) or _exec_procedure(toks)):
         return True
     return _after_quote(toks) if quoted else _as_is(toks)
 
