@@ -312,7 +312,7 @@ _PRINTABLE_RUN = re.compile(rb"(?:[\t\n\r\x20-\x7e]|[\xc2-\xf4][\x80-\xbf]{1,3})
                             % STRINGS_MIN)
 
 
-def is_binary(data: bytes) -> bool:
+def _is_binary(data: bytes) -> bool:
     """At least BINARY_MIN bytes, more than 1 in 32 of the first ones control bytes (not
     tab or line breaks)."""
     head = data[:BINARY_SNIFF]
@@ -322,7 +322,7 @@ def is_binary(data: bytes) -> bool:
 
 def _content_text(data: bytes) -> str:
     """A body or part's content as scanned: its text, or for binary content its strings."""
-    if is_binary(data):
+    if _is_binary(data):
         data = b" ".join(_PRINTABLE_RUN.findall(data))
     return bytes_to_text(data)
 

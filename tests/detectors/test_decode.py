@@ -101,7 +101,8 @@ def test_transform_leaves_alone(name: str, value: str) -> None:
 
 
 # Bytes of a PNG with "+" and "/" in their base64 (a generic pipeline would decode the "+").
-IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4).decode()
+IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+                             + bytes(range(256)) * 4).decode()
 VARIANT_CASES = [
     ("plain", "hello", ["hello"]),
     ("user agent", "Mozilla/5.0 (X11; Linux x86_64)", ["Mozilla/5.0 (X11; Linux x86_64)"]),
