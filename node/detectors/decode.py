@@ -390,9 +390,8 @@ def _data_url(value: str, payload: str, max_passes: int, max_len: int) -> list[s
     text = _b64_text(payload)
     if text:
         text = text[:max_len]
-        first = fired(text)
-        for v in _pipeline(text, first, max_passes, max_len)[0] if first else (text,):
-            _add(out, v)
+        _add(out, text)
+        _add_pipeline(out, text, max_passes, max_len)
     return out[:MAX_VARIANTS]
 
 
@@ -423,10 +422,15 @@ def _add_base64(out: list[str], source: str, max_passes: int, max_len: int) -> N
     out.append(folded)
     if _B64_WHOLE.fullmatch(source) is not None or any(
             t.gate(folded) and t.trigger.search(folded) is not None for t in _DECODING):
-        first = fired(folded)
-        if first:
-            for v in _pipeline(folded, first, max_passes, max_len)[0][1:]:
-                _add(out, v)
+        _add_pipeline(out, folded, max_passes, max_len)
+
+
+def _add_pipeline(out: list[str], text: str, max_passes: int, max_len: int) -> None:
+    """The variants the pipeline makes of decoded ``text`` (``text`` itself excluded)."""
+    first = fired(text)
+    if first:
+        for v in _pipeline(text, first, max_passes, max_len)[0][1:]:
+            _add(out, v)
 
 
 def _apply(t: Transform, current: str, found: frozenset[Transform],
