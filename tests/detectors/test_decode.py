@@ -4,6 +4,9 @@ hostile values (sizes and counts are asserted, never times)."""
 from __future__ import annotations
 
 import base64
+import random
+import re
+import string
 
 import pytest
 
@@ -74,6 +77,39 @@ def test_gate_lets_the_transform_through(name: str, value: str, expected: str) -
     # The cheap gates before the triggers may only skip transforms that change nothing.
     assert BY_NAME[name].gate(value)
     assert BY_NAME[name] in fired(value)
+
+
+
+def _every_gate_and_trigger(value: str) -> set[str]:
+    """``fired`` by its definition: every transform whose gate and trigger accept the value,
+    plus base64 for a whole short base64 value."""
+    names = {t.name for t in TRANSFORMS if t.gate(value) and t.trigger.search(value)}
+    if len(value) in (8, 12, 16) and (value.endswith("=") or not (
+            value.islower() or value.isupper())) and re.fullmatch(r"[A-Za-z0-9+/]{6,16}={0,2}",
+                                                                  value):
+        names.add("base64")
+    return names
+
+
+def _shortcut_cases() -> list[str]:
+    # Values around the shortcuts of ``fired``: plain tokens in one or both cases, each
+    # character class it sorts on, the slash marks, and short padded base64.
+    rng = random.Random(7)
+    alphabets = ["abcdef0123456789-", "ABCDEF0123456789_", string.ascii_letters + string.digits,
+                 string.printable, "a/.*- ", "aA=/+", "é\x00\t a"]
+    values = ["e5ec9dcf47e238be2c1f32cfa107a9256e6", "00-9d6696bc7f2d-01", "IE9SIDE9MQ==",
+              "ABCDEFGH", "abcdefgh", "YWJjZA==", "1234567890123456", "a//b", "a/./b", "a/*b",
+              "a--b", "a  b", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/125.0"]
+    for alphabet in alphabets:
+        for size in (1, 8, 12, 16, 17, 40):
+            values += ["".join(rng.choice(alphabet) for _ in range(size)) for _ in range(30)]
+    return values
+
+
+def test_fired_shortcuts_keep_its_definition() -> None:
+    wrong = [v for v in _shortcut_cases()
+             if {t.name for t in fired(v)} != _every_gate_and_trigger(v)]
+    assert not wrong, wrong[:5]
 
 
 NO_CHANGE = [
