@@ -10,6 +10,11 @@ For the receiver that CPU runs from an empty stream-writer buffer to an empty on
 includes writing to Redis every record answered (Redis, next to the load generator, can lag).
 
     .venv/bin/python bench/ingest.py [--seconds 5] [--rounds 3] [--connections 64]
+                                     [--event-loop uvloop asyncio]
+
+Both servers run on the node's configured event loop (``event_loop``, uvloop by default);
+with two loops given, each gets its own pair of servers, the rounds alternate between them
+and the CPU ratio of the loops is printed.
 
 Goals (issue 2): mirror >= 75% of bare; batch >= 100,000 records/s on one receiver core.
 """
@@ -30,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
+
+from node.config import EVENT_LOOPS, NodeConfig
 
 TOKEN = "bench-token"
 JSON_BODY = (b'{"items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"coupon":"WELCOME10",'
@@ -75,8 +82,13 @@ def batch_request(records: int) -> bytes:
 
 # ---------------------------------------------------------------- servers (child processes)
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, loop: str) -> None:
     from aiohttp import web
+
+    if loop == "uvloop":  # run_app makes its loop with asyncio.new_event_loop()
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     async def catch_all(request: web.Request) -> web.Response:
         await request.read()
@@ -87,12 +99,14 @@ def serve_bare(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def serve_receiver(redis_url: str, mirror_port: int, batch_port: int) -> None:
+def serve_receiver(redis_url: str, mirror_port: int, batch_port: int, loop: str) -> None:
+    from node import eventloop
     from node.config import build_config
     from node.receiver.service import serve
 
     cfg = build_config(None, env={}, overrides={
-        "redis.url": redis_url, "redis.prefix": "bench", "receiver.batch_token": TOKEN,
+        "event_loop": loop, "redis.url": redis_url, "redis.prefix": f"bench-{loop}",
+        "receiver.batch_token": TOKEN,
         "receiver.mirror_listen": f"127.0.0.1:{mirror_port}",
         "receiver.batch_listen": f"127.0.0.1:{batch_port}",
         "receiver.max_inflight": 4096, "queue.high_water": 10_000_000,
@@ -109,9 +123,9 @@ def serve_receiver(redis_url: str, mirror_port: int, batch_port: int) -> None:
     if profile:
         import cProfile
 
-        cProfile.runctx("asyncio.run(run())", globals(), locals(), profile)
+        cProfile.runctx("eventloop.run(run(), loop)", globals(), locals(), profile)
     else:
-        asyncio.run(run())
+        eventloop.run(run(), loop)
 
 
 # ---------------------------------------------------------------- load generator
@@ -251,43 +265,76 @@ def spawn(args: list[str], cpu: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--server-cpu", str(cpu), *args])
 
 
-async def rounds(args: argparse.Namespace, ports: dict[str, int],
-                 pids: dict[str, int]) -> dict[str, Result]:
+@dataclass(frozen=True)
+class Servers:
+    """One event loop's pair of server processes: the bare handler and the receiver."""
+
+    loop: str
+    ports: dict[str, int]  # bare, mirror, batch
+    pids: dict[str, int]  # the same keys; mirror and batch are one receiver process
+
+
+async def rounds(args: argparse.Namespace, servers: list[Servers]) -> dict[str, Result]:
+    """Results by "<path>" (one loop) or "<path> <loop>"; every round runs every path on
+    every loop, in turn."""
     batch = batch_request(args.batch_records)
-    plans = {
-        "bare": (ports["bare"], MIRROR_REQUESTS, b"HTTP/1.1 200", args.connections),
-        "mirror": (ports["mirror"], MIRROR_REQUESTS, b"HTTP/1.1 200", args.connections),
-        "batch": (ports["batch"], [batch], b"HTTP/1.1 202", args.batch_connections),
-    }
-    plans = {name: plan for name, plan in plans.items() if name in args.only}
-    results = {name: Result([], []) for name in plans}
+    requests = {"bare": (MIRROR_REQUESTS, b"HTTP/1.1 200", args.connections),
+                "mirror": (MIRROR_REQUESTS, b"HTTP/1.1 200", args.connections),
+                "batch": ([batch], b"HTTP/1.1 202", args.batch_connections)}
+    results: dict[str, Result] = {}
     for r in range(args.rounds):
-        for name, (port, requests, marker, conns) in plans.items():
-            rate, cpu = await drive(port, requests, marker, conns, args.seconds, pids[name],
-                                    None if name == "bare" else ports["batch"])
-            if name == "batch":
-                rate, cpu = rate * args.batch_records, cpu / args.batch_records
-            results[name].rates.append(rate)
-            results[name].cpu.append(cpu)
-            print(f"  round {r + 1} {name:<6} {rate:>10,.0f}/s  server CPU {cpu * 1e6:7.1f} us",
-                  flush=True)
+        for path in (p for p in requests if p in args.only):
+            for srv in servers:
+                name = path if len(servers) == 1 else f"{path} {srv.loop}"
+                reqs, marker, conns = requests[path]
+                rate, cpu = await drive(srv.ports[path], reqs, marker, conns, args.seconds,
+                                        srv.pids[path],
+                                        None if path == "bare" else srv.ports["batch"])
+                if path == "batch":
+                    rate, cpu = rate * args.batch_records, cpu / args.batch_records
+                res = results.setdefault(name, Result([], []))
+                res.rates.append(rate)
+                res.cpu.append(cpu)
+                print(f"  round {r + 1} {name:<14} {rate:>10,.0f}/s  "
+                      f"server CPU {cpu * 1e6:7.1f} us", flush=True)
     return results
 
 
-def report(results: dict[str, Result]) -> None:
-    if len(results) < 3:
-        return
-    bare, mirror, batch = results["bare"], results["mirror"], results["batch"]
-    print("\npath                     rate (median)        server CPU    capacity of 1 core")
-    for name, res, unit in (("bare aiohttp catch-all", bare, "req"),
-                            ("mirror listener", mirror, "req"),
-                            ("batch listener", batch, "record")):
-        print(f"{name:<24} {res.rate:>10,.0f} {unit}/s  {res.cpu_us:8.1f} us/{unit:<6} "
-              f"{1e6 / res.cpu_us:>10,.0f} {unit}/s")
-    print(f"\nmirror / bare: {mirror.rate / bare.rate:.0%} of the requests/s, "
-          f"{bare.cpu_us / mirror.cpu_us:.0%} by server CPU per request (goal >= 75%)")
-    print(f"batch: {batch.rate:,.0f} records/s measured, {1e6 / batch.cpu_us:,.0f} records/s "
-          "per receiver core by CPU (goal >= 100,000)")
+def report(results: dict[str, Result], loops: list[str]) -> None:
+    for loop in loops:
+        suffix = "" if len(loops) == 1 else f" {loop}"
+        bare, mirror, batch = (results.get(p + suffix) for p in ("bare", "mirror", "batch"))
+        print(f"\n{loop} event loop\npath                     rate (median)        "
+              "server CPU    capacity of 1 core")
+        for name, res, unit in (("bare aiohttp catch-all", bare, "req"),
+                                ("mirror listener", mirror, "req"),
+                                ("batch listener", batch, "record")):
+            if res is not None:
+                print(f"{name:<24} {res.rate:>10,.0f} {unit}/s  {res.cpu_us:8.1f} us/{unit:<6} "
+                      f"{1e6 / res.cpu_us:>10,.0f} {unit}/s")
+        if bare and mirror:
+            print(f"mirror / bare: {mirror.rate / bare.rate:.0%} of the requests/s, "
+                  f"{bare.cpu_us / mirror.cpu_us:.0%} by server CPU per request (goal >= 75%)")
+        if batch:
+            print(f"batch: {batch.rate:,.0f} records/s measured, {1e6 / batch.cpu_us:,.0f} "
+                  "records/s per receiver core by CPU (goal >= 100,000)")
+    if len(loops) == 2:
+        first, second = loops
+        print(f"\nserver CPU per request, {first} / {second}: " + ", ".join(
+            f"{path} {results[f'{path} {first}'].cpu_us / results[f'{path} {second}'].cpu_us:.2f}"
+            for path in ("bare", "mirror", "batch") if f"{path} {first}" in results))
+
+
+def start_servers(loop: str, redis_url: str,
+                  cpu: int) -> tuple[Servers, list[subprocess.Popen[bytes]]]:
+    ports = {"bare": free_port(), "mirror": free_port(), "batch": free_port()}
+    bare = spawn(["--serve", "bare", str(ports["bare"]), loop], cpu)
+    receiver = spawn(["--serve", "receiver", redis_url, str(ports["mirror"]),
+                      str(ports["batch"]), loop], cpu)
+    for port in ports.values():
+        wait_port(port)
+    pids = {"bare": bare.pid, "mirror": receiver.pid, "batch": receiver.pid}
+    return Servers(loop, ports, pids), [bare, receiver]
 
 
 def main(args: argparse.Namespace) -> None:
@@ -295,24 +342,22 @@ def main(args: argparse.Namespace) -> None:
 
     load_cpus = set(os.sched_getaffinity(0)) - {args.server_cpu} or {args.server_cpu}
     os.sched_setaffinity(0, load_cpus)
-    ports = {"bare": free_port(), "mirror": free_port(), "batch": free_port()}
+    procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as redis:
         if redis.process is not None:
             os.sched_setaffinity(redis.process.pid, load_cpus)
-        procs = {"bare": spawn(["--serve", "bare", str(ports["bare"])], args.server_cpu),
-                 "receiver": spawn(["--serve", "receiver", redis.url, str(ports["mirror"]),
-                                    str(ports["batch"])], args.server_cpu)}
         try:
-            for port in ports.values():
-                wait_port(port)
-            pids = {"bare": procs["bare"].pid, "mirror": procs["receiver"].pid,
-                    "batch": procs["receiver"].pid}
+            servers = []
+            for loop in args.event_loop:
+                srv, started = start_servers(loop, redis.url, args.server_cpu)
+                servers.append(srv)
+                procs += started
             print(f"server CPU {args.server_cpu}, load generator + Redis on {sorted(load_cpus)}; "
                   f"{args.rounds} rounds of {args.seconds:g} s; machine speed: "
                   f"sum(range(1000)) takes {calibration_us():.1f} us of CPU")
-            report(asyncio.run(rounds(args, ports, pids)))
+            report(asyncio.run(rounds(args, servers)), args.event_loop)
         finally:
-            for proc in procs.values():
+            for proc in procs:
                 proc.terminate()
                 proc.wait(15)
 
@@ -322,9 +367,9 @@ def child(argv: list[str]) -> None:
     os.sched_setaffinity(0, {cpu})
     serve_args = argv[argv.index("--serve") + 1:]
     if serve_args[0] == "bare":
-        serve_bare(int(serve_args[1]))
+        serve_bare(int(serve_args[1]), serve_args[2])
     else:
-        serve_receiver(serve_args[1], int(serve_args[2]), int(serve_args[3]))
+        serve_receiver(serve_args[1], int(serve_args[2]), int(serve_args[3]), serve_args[4])
 
 
 if __name__ == "__main__":
@@ -340,4 +385,7 @@ if __name__ == "__main__":
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--only", nargs="+", default=["bare", "mirror", "batch"],
                         choices=["bare", "mirror", "batch"], help="run only these paths")
+    parser.add_argument("--event-loop", nargs="+", choices=EVENT_LOOPS,
+                        default=[NodeConfig().event_loop],
+                        help="event loop(s) of the servers (default: the node's default)")
     main(parser.parse_args())

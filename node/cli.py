@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from node import eventloop
 from node.config import ConfigError, NodeConfig, build_config, describe, with_redis_url
 from node.logs import setup_logging
 
@@ -87,7 +88,8 @@ def cmd_run(cfg: NodeConfig, args: argparse.Namespace) -> int:
         print(f"oob-node: mirror http://{live.receiver.mirror_listen}/  "
               f"console http://{live.aggregation.console_listen}/  "
               f"redis {live.redis.url}", file=sys.stderr)
-        asyncio.run(_serve_until_signal(live, ["receiver", "processing", "aggregation"]))
+        eventloop.run(_serve_until_signal(live, ["receiver", "processing", "aggregation"]),
+                      live.event_loop)
     return 0
 
 
@@ -95,7 +97,7 @@ def cmd_role(cfg: NodeConfig, args: argparse.Namespace) -> int:
     with embedded_redis(cfg) if args.embedded else contextlib.nullcontext(cfg) as live:
         if not live.redis.url:
             raise ConfigError("redis.url: required for a single role (or pass --embedded)")
-        asyncio.run(_serve_until_signal(live, [args.command]))
+        eventloop.run(_serve_until_signal(live, [args.command]), live.event_loop)
     return 0
 
 

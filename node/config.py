@@ -37,6 +37,7 @@ def opt(default: Any, help: str, *, env: str | None = None, min: float | None = 
 
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
+EVENT_LOOPS = ("uvloop", "asyncio")  # node/eventloop.py
 CLASSES = ("sqli", "xss", "path_traversal", "rce", "ssti", "ssrf", "xxe", "ldapi", "nosqli",
            "jndi", "crlf", "open_redirect", "scanner", "protocol")
 
@@ -179,6 +180,8 @@ class LoggingConfig:
 class NodeConfig:
     data_dir: str = opt(".oob-node", "directory for the embedded Redis, rule cache, tokens",
                         env="OOB_DATA_DIR")
+    event_loop: str = opt("uvloop", "event loop of every role: uvloop (libuv: less CPU per "
+                          "request) or asyncio (the standard library's)", choices=EVENT_LOOPS)
     redis: RedisConfig = field(default_factory=RedisConfig)
     receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)

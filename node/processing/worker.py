@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from node import eventloop
 from node.config import NodeConfig
 from node.logs import safe, setup_logging
 from node.metrics import HIT_CLASSES, ProcessingMetrics
@@ -255,7 +256,8 @@ def process_main(cfg: NodeConfig, slot: int, conn: Connection,
     setup_logging(cfg.logging, "processing")
     name = consumer_name or f"{os.uname().nodename}-{os.getpid()}"
     try:
-        asyncio.run(_process(cfg, slot, conn, analyzer_factory or engine_analyzer, name, busy))
+        eventloop.run(_process(cfg, slot, conn, analyzer_factory or engine_analyzer, name,
+                               busy), cfg.event_loop)
     except Exception:
         log.exception("worker failed", extra={"slot": slot})
         raise SystemExit(1) from None
