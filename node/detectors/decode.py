@@ -135,12 +135,17 @@ def whitespace_fold(value: str) -> str:
 
 _CONTROL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
 _CONTROL = re.compile(r"\\([nrt])")
+_WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\|(?:^|[\s=])\\\\[^\\\s]")  # C:\..., \\host\...
 
 
 def control_escape_fold(value: str) -> str:
     """``\\n``, ``\\r``, ``\\t`` as the line break / tab a JSON, JS or ``echo -e`` reader
     makes of them (``\\n/bin/ls -al\\n``). A fold, not a decoder: Windows paths
-    (``..\\temp\\new``) keep their backslashes in every other variant."""
+    (``..\\temp\\new``) keep their backslashes in every other variant, and a value holding
+    an absolute one (``C:\\new\\notes.txt``, ``\\\\host\\c$\\new``) is left alone: its
+    backslashes are separators, and a line break made of them would be reported as CRLF."""
+    if _WINDOWS_PATH.search(value) is not None:
+        return value
     return _CONTROL.sub(lambda m: _CONTROL_ESCAPES[m.group(1)], value)
 
 
@@ -196,6 +201,20 @@ def _short_b64(value: str) -> bool:
             and _B64_SHORT.fullmatch(value) is not None)
 
 
+def _b64_segments(run: str) -> str | None:
+    """The run with its "/"-separated pieces decoded, when some piece decodes: a path such
+    as ``/api/PHNjcmlwdD4/edit`` is one run of the base64 alphabet, misaligned as a whole."""
+    pieces = run.split("/")
+    decoded = 0
+    for k, piece in enumerate(pieces):
+        if len(piece) >= B64_MIN and decoded < B64_MAX_RUNS:
+            text = _b64_text(piece)
+            if text is not None:
+                pieces[k] = text
+                decoded += 1
+    return "/".join(pieces) if decoded else None
+
+
 def base64_decode(value: str) -> str:
     """Decode base64-looking runs (whole value or embedded) that give printable text."""
     if _short_b64(value):
@@ -207,6 +226,8 @@ def base64_decode(value: str) -> str:
         if i >= B64_MAX_RUNS:
             break
         text = _b64_text(m.group(0))
+        if text is None and "/" in m.group(0):
+            text = _b64_segments(m.group(0))
         if text is not None:
             out += [value[last:m.start()], text]
             last = m.end()

@@ -46,6 +46,9 @@ TRANSFORM_CASES = [
     ("control_escapes", r"\n/bin/ls -al\n", "\n/bin/ls -al\n"),
     ("control_escapes", r"a\r\nb\tc", "a\r\nb\tc"),
     ("base64", base64.b64encode("’ or ‘1’=’1".encode()).decode(), "’ or ‘1’=’1"),  # UTF-8
+    # a path is one run of the base64 alphabet: its segments are decoded one by one
+    ("base64", "/api/PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg/edit",
+     "/api/<script>alert(1)</script>/edit"),
     ("path", "..\\..\\windows\\win.ini", "../../windows/win.ini"),
     ("path", "/a//b/./c/../d", "/a/b/c/../d"),  # ".." stays visible
     ("shell", "c'a't /etc/pa\"ss\"wd", "cat /etc/passwd"),
@@ -125,6 +128,10 @@ NO_CHANGE = [
     ("sql_comments", "see python/cpython#84774 now"),  # a "#" inside a word is no comment
     ("sql_comments", "----WebKitFormBoundaryX"),  # no blank after: nothing hidden
     ("control_escapes", r"C:\Users\bob"),
+    # backslashes of absolute Windows paths are separators: no line break to report as CRLF
+    ("control_escapes", r"/files/C:\new\notes.txt"),
+    ("control_escapes", r"\\fileserver\share\new\readme.txt"),
+    ("base64", "/api/users/AbCdEfGhIjKlMnOpQrSt/profile"),  # a random id is no text
     ("base64", "username"),  # a short word: never tried
     ("base64", "ABCDEFGH"),
 ]
