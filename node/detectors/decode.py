@@ -10,8 +10,9 @@ Order: the *decoders* (URL incl. ``%u`` and overlong UTF-8, HTML entities, JS/ba
 escapes) run together in passes until nothing changes or ``max_decode_passes``; every
 distinct intermediate result is a variant. The *canonicalizers* (Unicode NFKC + case
 folding, whitespace folding) then chain on the decoded value. The *class folds* (base64,
-SQL comments, path normalization, shell quotes) each apply once to the canonical value and
-each add a variant of their own, because each destroys evidence another class needs.
+SQL comments, path normalization, shell quotes, control escapes, split tags) each apply once
+to the canonical value and each add a variant of their own, because each destroys evidence
+another class needs.
 
 ASCII case is left to the patterns' ``caseless`` flag. # SECURITY: everything is bounded:
 input cut at ``max_value_bytes`` characters, a fixed number of passes, no transform
@@ -308,6 +309,15 @@ def shell_fold(value: str) -> str:
     return _SHELL_SLASHES.sub("/", value) if "//" in value else value
 
 
+_SPLITTING_TAG = re.compile(r"(?<=\w)<[A-Za-z]{1,8}>")
+
+
+def tag_split_fold(value: str) -> str:
+    """``o<x>nfocus=alert<x>(1)`` as a filter that strips tags leaves it: short tags glued
+    to a word dropped (``Hello<br>World`` only loses its ``<br>``)."""
+    return _SPLITTING_TAG.sub("", value)
+
+
 # ----------------------------------------------------------------------------- the table
 
 def _t(pattern: str) -> re.Pattern[str]:
@@ -347,6 +357,7 @@ TRANSFORMS: tuple[Transform, ...] = (
               or "<(" in s or ">(" in s),
     Transform("control_escapes", "fold", _t(r"\\[nrt]"), control_escape_fold,
               lambda s: "\\" in s),
+    Transform("tag_split", "fold", _SPLITTING_TAG, tag_split_fold, lambda s: "<" in s),
 )
 DECODERS = tuple(t for t in TRANSFORMS if t.stage == "decoder")
 CANONICAL = tuple(t for t in TRANSFORMS if t.stage == "canonical")

@@ -63,6 +63,7 @@ TRANSFORM_CASES = [
     ("shell", "pi<()ng x", "ping x"),
     ("shell", "cat /et\\ c/pa\\ sswd", "cat /etc/passwd"),  # backslash-newline, folded
     ("shell", ";/\\b\\i\\n/////s\\h", ";/bin/sh"),  # repeated slashes
+    ("tag_split", '"autof<x>ocus o<x>nfocus=alert<x>(1)//', '"autofocus onfocus=alert(1)//'),
 ]
 
 
@@ -128,6 +129,7 @@ NO_CHANGE = [
     ("sql_comments", "see python/cpython#84774 now"),  # a "#" inside a word is no comment
     ("sql_comments", "----WebKitFormBoundaryX"),  # no blank after: nothing hidden
     ("control_escapes", r"C:\Users\bob"),
+    ("tag_split", "<b>bold</b> and <i>x</i>"),  # tags not glued to a word stay
     # backslashes of absolute Windows paths are separators: no line break to report as CRLF
     ("control_escapes", r"/files/C:\new\notes.txt"),
     ("control_escapes", r"\\fileserver\share\new\readme.txt"),
