@@ -19,6 +19,8 @@ SQL_YES = [
     # a tautology after junk meant to trip the tokenizer, a stored procedure run
     "1 +1 or 1=1 -- 1", "1.%@ or 1=1 -- 1", "? or 1=1 --", "a or 2=2",
     "exec sp_addlogin 'name', 'password'", "execute master..xp_cmdshell 'dir'",
+    # the closed string aliased as a table before the condition (a sqlmap boundary)
+    "-2987\") as iyob where 7827=7827 or (8459=8459)*4906--", "1') AS xyz WHERE 2929=2929",
 ]
 SQL_NO = [
     "Tom O'Neil or Jerry", "order by price", "Select items from the list", "It's 5 o'clock",
@@ -26,7 +28,7 @@ SQL_NO = [
     "it's me or you", "\"Rock\" and \"Roll\" are fine", "Update your profile", "1 as a number",
     "the union of selected sets", "-5 degrees and falling", "where 5 is the answer",
     "pick 2 or 3 = 4", "is it 2 or 3", "size 2 or 3 = 3 -ish", "I exec my sp_ routine",
-    "exec summary",
+    "exec summary", "O'Brien as manager where needed", "it's as good as where we live",
 ]
 HTML_YES = [
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)",

@@ -166,6 +166,9 @@ def _after_quote(toks: list[tuple[str, str]]) -> bool:
     skip = 1
     while skip < len(toks) and toks[skip][0] == ")":
         skip += 1
+    if (skip + 1 < len(toks) and toks[skip][1].lower() == "as"
+            and toks[skip + 1][0] in "nv"):
+        skip += 2  # the closed string aliased as a table: sqlmap's ') AS xyz WHERE 1=1
     rest, types = toks[skip:], _types(toks[skip:])
     for shape in AFTER_QUOTE:
         m = shape.match(types)
