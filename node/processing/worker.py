@@ -1,14 +1,14 @@
 """One processing worker: consumes ``<prefix>:requests`` as a member of the ``processing``
 group, analyzes every record with the detection engine and emits the hits to ``<prefix>:hits``.
 
-Flow of one batch (``Worker.handle``): read entries (reclaimed first, see
+Flow of one batch (``Worker.step``): read entries (reclaimed first, see
 node/queue/consumer.py) -> refresh exclusions (one GET) -> ``analyze(record, exclusions,
-application)`` per record -> one MULTI/EXEC that XADDs the hits, XACKs the entries, moves
-poison entries to the dead-letter stream and bumps the counters. Emit and ack are one
-transaction, so a worker killed at any point either did both or neither; the entry is then
-reclaimed by a live worker and analyzed again, and since hit ids are
-``hit_id(record_id, rule_id, point)`` the second pass emits the same ids (aggregation counts
-each id once).
+application)`` per record -> one Lua script (node/processing/commit.py) that, per entry,
+XACKs it and, only if that ack removed it from the pending list, XADDs its hits (or moves it
+to the dead-letter stream) and bumps the counters. A worker killed at any point either
+committed an entry or wrote nothing for it; the entry is then reclaimed by a live worker and
+analyzed again (same hit ids: ``hit_id(record_id, rule_id, point)``). A worker that was only
+slow, and commits after the reclaimer did, writes nothing: each entry counts once.
 
 An entry with a record whose analysis raises is not acked: it is redelivered after
 ``claim_idle_ms``, and on its ``max_deliveries``-th delivery it goes to the dead-letter stream
@@ -27,7 +27,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -41,12 +41,13 @@ from node.config import NodeConfig
 from node.logs import safe, setup_logging
 from node.metrics import HIT_CLASSES, ProcessingMetrics
 from node.processing.applications import ApplicationMap
+from node.processing.commit import CommitLimits, EntryOutcome, commit
 from node.processing.enrich import enrich_hits
 from node.processing.exclusion_sync import ExclusionSync
 from node.processing.telemetry import TelemetrySender
 from node.queue.connection import redis_client
-from node.queue.consumer import GroupConsumer, StreamEntry, pack_batch
-from node.queue.keys import ENTRY_FIELD, PROCESSING_GROUP, Keys
+from node.queue.consumer import GroupConsumer, StreamEntry
+from node.queue.keys import PROCESSING_GROUP, Keys
 from node.records import Hit
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 Analyze = Callable[[Any, Any, str], list[Hit]]
 AnalyzerFactory = Callable[[NodeConfig], Analyze]
 
-HITS_FIELD = "hits"  # field of keys.counters
 RETRY_PAUSE_MAX_S = 5.0  # longest pause after a Redis error before trying again
 
 
@@ -74,13 +74,11 @@ def engine_analyzer(cfg: NodeConfig) -> Analyze:
 
 @dataclass
 class BatchOutcome:
-    """What one batch produced, committed in one transaction."""
+    """What one batch produced: the entries to commit (acked, or dead-lettered with their
+    error) with their hits, and how many were left pending for redelivery."""
 
-    hits: list[Hit] = field(default_factory=list)
-    acked: list[bytes] = field(default_factory=list)
-    dead: list[tuple[StreamEntry, str]] = field(default_factory=list)
-    records: int = 0  # records of acked and dead-lettered entries
-    retried: int = 0  # entries left pending for redelivery
+    done: list[EntryOutcome] = field(default_factory=list)
+    retried: int = 0
 
 
 class Worker:
@@ -102,6 +100,8 @@ class Worker:
             block_ms=cfg.processing.block_ms, claim_idle_ms=cfg.processing.claim_idle_ms,
             max_deliveries=cfg.processing.max_deliveries, counters_key=self.keys.counters,
             dead_maxlen=cfg.queue.requests_maxlen)
+        self.limits = CommitLimits(cfg.queue.hits_maxlen, cfg.queue.requests_maxlen,
+                                   cfg.queue.records_per_entry)
         self.exclusions = ExclusionSync(redis, self.keys)
         self.applications = ApplicationMap(cfg.aggregation.applications)
         self._budget_s = cfg.processing.time_budget_ms / 1000.0
@@ -117,8 +117,8 @@ class Worker:
         if entries:
             exclusions = await self.exclusions.refresh()
             outcome = self.analyze_batch(entries, exclusions)
-            await self.commit(outcome)
-            self.count(entries, outcome)
+            committed = await self.commit(outcome)
+            self.count(entries, committed)
         # Also what the consumer dead-lettered by itself (undecodable, delivered too often).
         self.metrics.dead_letters.inc(self.consumer.dead_letters - self._dead_letters)
         self._dead_letters = self.consumer.dead_letters
@@ -130,15 +130,10 @@ class Worker:
         outcome = BatchOutcome()
         for entry in entries:
             hits, error = self.analyze_entry(entry, exclusions)
-            if error is None:
-                outcome.acked.append(entry.id)
-            elif entry.deliveries >= self.cfg.processing.max_deliveries:
-                outcome.dead.append((entry, error))
-            else:
+            if error is not None and entry.deliveries < self.cfg.processing.max_deliveries:
                 outcome.retried += 1  # not acked: redelivered after claim_idle_ms
                 continue
-            outcome.hits.extend(hits)
-            outcome.records += len(entry.items)
+            outcome.done.append(EntryOutcome(entry, hits, error))
         return outcome
 
     def analyze_entry(self, entry: StreamEntry, exclusions: Any) -> tuple[list[Hit], str | None]:
@@ -178,39 +173,27 @@ class Worker:
 
     # ------------------------------------------------------------------ commit
 
-    async def commit(self, outcome: BatchOutcome) -> None:
-        """Emit, ack and dead-letter in one MULTI/EXEC: all of it happens or none of it."""
-        if not (outcome.acked or outcome.dead):
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for chunk in _chunks(outcome.hits, self.cfg.queue.records_per_entry):
-                pipe.xadd(self.keys.hits, {ENTRY_FIELD: pack_batch(chunk)},
-                          maxlen=self.cfg.queue.hits_maxlen, approximate=True)
-            self.consumer.queue_ack(pipe, outcome.acked)
-            for entry, error in outcome.dead:
-                self.consumer.queue_dead_letter(pipe, entry, error)
-            if outcome.hits:
-                pipe.hincrby(self.keys.counters, HITS_FIELD, len(outcome.hits))
-            await pipe.execute()
-        for entry, _ in outcome.dead:
-            self.consumer.dead_lettered(entry)
+    async def commit(self, outcome: BatchOutcome) -> list[EntryOutcome]:
+        """Ack, emit and dead-letter per entry, each only if no other worker committed the
+        entry first (node/processing/commit.py); returns the entries committed here."""
+        committed = await commit(self.redis, self.keys, PROCESSING_GROUP, self.limits,
+                                 outcome.done)
+        for done in committed:
+            if done.error is not None:
+                self.consumer.dead_lettered(done.entry)
+        return committed
 
-    def count(self, entries: Sequence[StreamEntry], outcome: BatchOutcome) -> None:
+    def count(self, entries: Sequence[StreamEntry], committed: Sequence[EntryOutcome]) -> None:
         m = self.metrics
-        m.records.inc(outcome.records)
+        m.records.inc(sum(len(done.entry.items) for done in committed))
         m.reclaimed.inc(sum(1 for e in entries if e.deliveries > 1))
-        for hit in outcome.hits:
+        for hit in (hit for done in committed for hit in done.hits):
             cls = hit.get("class", "")
             m.hits.labels(cls if cls in HIT_CLASSES else "other").inc()
         errors = int(getattr(self._engine_stats, "errors", 0))
         if errors > self._engine_errors:
             m.errors.labels("engine").inc(errors - self._engine_errors)
             self._engine_errors = errors
-
-
-def _chunks(items: list[Hit], size: int) -> Iterator[list[Hit]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 async def run_worker(cfg: NodeConfig, stop: asyncio.Event, analyze: Analyze, *,

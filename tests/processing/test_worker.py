@@ -11,7 +11,7 @@ from proc_helpers import drained, fake_analyze, hits_in_stream, put, record, wai
 from prometheus_client import CollectorRegistry
 
 from node.metrics import ProcessingMetrics
-from node.processing.worker import run_worker
+from node.processing.worker import Worker, run_worker
 from node.queue.consumer import decode_batch
 from node.queue.keys import DEAD_ERROR_FIELD, DEAD_SOURCE_ID_FIELD, ENTRY_FIELD, Keys
 from node.records import HIT_FIELDS, hit_id
@@ -107,6 +107,35 @@ async def test_failing_record_is_dead_lettered_after_max_deliveries(make_config,
 
 async def _dead_count(redis, prefix, n) -> bool:
     return await redis.xlen(Keys(prefix).requests_dead) >= n
+
+
+@pytest.mark.parametrize("poisoned", [False, True])
+async def test_a_slow_worker_committing_after_the_reclaimer_writes_nothing(
+        make_config, redis, prefix, poisoned):
+    # Worker "slow" analyzes an entry but commits only after claim_idle_ms, when "fast" has
+    # reclaimed the same entry and committed it (poisoned: dead-lettered it, as delivered
+    # too often): the entry's hits and dead letter are written and counted once.
+    cfg = fast(make_config, **{"processing.max_deliveries": 1 if poisoned else 5})
+    keys = Keys(prefix)
+    records = [record("s0", query="q=attack"), record("s1", query="q=attack")]
+    if poisoned:
+        records.append(record("s2", path="/poison"))
+    await put(redis, prefix, records)
+    slow, fast_worker = (Worker(cfg, redis, fake_analyze, ProcessingMetrics(CollectorRegistry()),
+                                name) for name in ("slow", "fast"))
+    await slow.consumer.ensure_group()
+    entries = await slow.consumer.read()
+    late = slow.analyze_batch(entries, None)
+    assert [bool(done.error) for done in late.done] == [poisoned]
+    await asyncio.sleep(cfg.processing.claim_idle_ms / 1000 * 2)
+    await fast_worker.step()  # reclaims it
+    assert await drained(redis, prefix)
+    assert await slow.commit(late) == []  # too late: nothing committed
+    hits = await hits_in_stream(redis, prefix)
+    assert sorted(h["record_id"] for h in hits) == ([] if poisoned else ["s0", "s1"])
+    assert await redis.hget(keys.counters, "hits") == (None if poisoned else b"2")
+    assert await redis.xlen(keys.requests_dead) == (1 if poisoned else 0)
+    assert await redis.hget(keys.counters, "dead_letters") == (b"1" if poisoned else None)
 
 
 async def test_worker_survives_redis_errors_and_recreates_the_group(make_config, redis, prefix):
