@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from node.queue.consumer import DEAD_LETTERS_FIELD, ERROR_MAX_CHARS, StreamEntry, pack_batch
 from node.queue.keys import (
@@ -84,7 +85,12 @@ class CommitLimits:
     hits_per_entry: int  # hits packed into one hits-stream entry (queue.records_per_entry)
 
 
-async def commit(redis: aioredis.Redis, keys: Keys, group: str, limits: CommitLimits,
+def commit_script(redis: aioredis.Redis) -> AsyncScript:
+    """The script, registered once per client (EVALSHA; loaded again after a restart)."""
+    return redis.register_script(COMMIT_SCRIPT)
+
+
+async def commit(script: AsyncScript, keys: Keys, group: str, limits: CommitLimits,
                  outcomes: Sequence[EntryOutcome]) -> list[EntryOutcome]:
     """Ack every entry of ``outcomes`` and write its hits / dead letter, each only if this
     call's ack removed it from the pending list; returns the outcomes committed here."""
@@ -95,8 +101,8 @@ async def commit(redis: aioredis.Redis, keys: Keys, group: str, limits: CommitLi
         DEAD_SOURCE_ID_FIELD, DEAD_DELIVERIES_FIELD, HITS_FIELD, DEAD_LETTERS_FIELD]
     for outcome in outcomes:
         args += _entry_args(outcome, limits.hits_per_entry)
-    committed = await redis.eval(COMMIT_SCRIPT, 4, keys.requests, keys.hits,
-                                 keys.requests_dead, keys.counters, *args)
+    committed = await script(keys=[keys.requests, keys.hits, keys.requests_dead,
+                                   keys.counters], args=args)
     done = {bytes(c) if not isinstance(c, str) else c.encode() for c in committed}
     return [o for o in outcomes if o.entry.id in done]
 

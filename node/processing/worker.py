@@ -41,7 +41,7 @@ from node.config import NodeConfig
 from node.logs import safe, setup_logging
 from node.metrics import HIT_CLASSES, ProcessingMetrics
 from node.processing.applications import ApplicationMap
-from node.processing.commit import CommitLimits, EntryOutcome, commit
+from node.processing.commit import CommitLimits, EntryOutcome, commit, commit_script
 from node.processing.enrich import enrich_hits
 from node.processing.exclusion_sync import ExclusionSync
 from node.processing.telemetry import TelemetrySender
@@ -100,6 +100,7 @@ class Worker:
             block_ms=cfg.processing.block_ms, claim_idle_ms=cfg.processing.claim_idle_ms,
             max_deliveries=cfg.processing.max_deliveries, counters_key=self.keys.counters,
             dead_maxlen=cfg.queue.requests_maxlen)
+        self._commit = commit_script(redis)
         self.limits = CommitLimits(cfg.queue.hits_maxlen, cfg.queue.requests_maxlen,
                                    cfg.queue.records_per_entry)
         self.exclusions = ExclusionSync(redis, self.keys)
@@ -176,7 +177,7 @@ class Worker:
     async def commit(self, outcome: BatchOutcome) -> list[EntryOutcome]:
         """Ack, emit and dead-letter per entry, each only if no other worker committed the
         entry first (node/processing/commit.py); returns the entries committed here."""
-        committed = await commit(self.redis, self.keys, PROCESSING_GROUP, self.limits,
+        committed = await commit(self._commit, self.keys, PROCESSING_GROUP, self.limits,
                                  outcome.done)
         for done in committed:
             if done.error is not None:
