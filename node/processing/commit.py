@@ -103,7 +103,7 @@ async def commit(script: AsyncScript, keys: Keys, group: str, limits: CommitLimi
         args += _entry_args(outcome, limits.hits_per_entry)
     committed = await script(keys=[keys.requests, keys.hits, keys.requests_dead,
                                    keys.counters], args=args)
-    done = {bytes(c) if not isinstance(c, str) else c.encode() for c in committed}
+    done = set(committed)  # entry ids, as the client returns them (bytes) like entry.id
     return [o for o in outcomes if o.entry.id in done]
 
 

@@ -28,7 +28,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -70,15 +69,6 @@ def engine_analyzer(cfg: NodeConfig) -> Analyze:
                                     "failed": len(engine.report.failed),
                                     "cache_hit": engine.cache_hit})
     return engine.analyze
-
-
-@dataclass
-class BatchOutcome:
-    """What one batch produced: the entries to commit (acked, or dead-lettered with their
-    error) with their hits, and how many were left pending for redelivery."""
-
-    done: list[EntryOutcome] = field(default_factory=list)
-    retried: int = 0
 
 
 class Worker:
@@ -127,15 +117,17 @@ class Worker:
 
     # ------------------------------------------------------------------ analysis
 
-    def analyze_batch(self, entries: Sequence[StreamEntry], exclusions: Any) -> BatchOutcome:
-        outcome = BatchOutcome()
+    def analyze_batch(self, entries: Sequence[StreamEntry],
+                      exclusions: Any) -> list[EntryOutcome]:
+        """The entries to commit: acked, or dead-lettered with their error, with their hits.
+        An entry whose analysis raised before its last delivery is left out: not acked, it
+        is redelivered after claim_idle_ms."""
+        done = []
         for entry in entries:
             hits, error = self.analyze_entry(entry, exclusions)
-            if error is not None and entry.deliveries < self.cfg.processing.max_deliveries:
-                outcome.retried += 1  # not acked: redelivered after claim_idle_ms
-                continue
-            outcome.done.append(EntryOutcome(entry, hits, error))
-        return outcome
+            if error is None or entry.deliveries >= self.cfg.processing.max_deliveries:
+                done.append(EntryOutcome(entry, hits, error))
+        return done
 
     def analyze_entry(self, entry: StreamEntry, exclusions: Any) -> tuple[list[Hit], str | None]:
         """All hits of the entry's records, and the first error if a record raised."""
@@ -174,11 +166,11 @@ class Worker:
 
     # ------------------------------------------------------------------ commit
 
-    async def commit(self, outcome: BatchOutcome) -> list[EntryOutcome]:
+    async def commit(self, outcomes: Sequence[EntryOutcome]) -> list[EntryOutcome]:
         """Ack, emit and dead-letter per entry, each only if no other worker committed the
         entry first (node/processing/commit.py); returns the entries committed here."""
         committed = await commit(self._commit, self.keys, PROCESSING_GROUP, self.limits,
-                                 outcome.done)
+                                 outcomes)
         for done in committed:
             if done.error is not None:
                 self.consumer.dead_lettered(done.entry)

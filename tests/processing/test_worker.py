@@ -126,7 +126,7 @@ async def test_a_slow_worker_committing_after_the_reclaimer_writes_nothing(
     await slow.consumer.ensure_group()
     entries = await slow.consumer.read()
     late = slow.analyze_batch(entries, None)
-    assert [bool(done.error) for done in late.done] == [poisoned]
+    assert [bool(done.error) for done in late] == [poisoned]
     await asyncio.sleep(cfg.processing.claim_idle_ms / 1000 * 2)
     await fast_worker.step()  # reclaims it
     assert await drained(redis, prefix)
