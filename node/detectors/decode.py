@@ -310,12 +310,25 @@ def shell_fold(value: str) -> str:
 
 
 _SPLITTING_TAG = re.compile(r"(?<=\w)<[A-Za-z]{1,8}>")
+_SPLITTING_NUL = re.compile(r"(?<=\w)\x00+(?=\w)")
+NULS_MAX = 16  # more NUL characters: binary content (a file part), not a split keyword
 
 
 def tag_split_fold(value: str) -> str:
     """``o<x>nfocus=alert<x>(1)`` as a filter that strips tags leaves it: short tags glued
     to a word dropped (``Hello<br>World`` only loses its ``<br>``)."""
     return _SPLITTING_TAG.sub("", value)
+
+
+def null_fold(value: str) -> str:
+    """``uni%00on sel%00ect``, ``<scr%00ipt>`` as a C-string reader or a filter dropping
+    NULs leaves them (ModSecurity's ``removeNulls``): NULs inside a word removed. A NUL
+    elsewhere (``..%00/``, ``x.php%00.jpg``) stays, for the rules that look for it."""
+    return _SPLITTING_NUL.sub("", value)
+
+
+def _few_nuls(s: str) -> bool:
+    return "\x00" in s and s.count("\x00") <= NULS_MAX
 
 
 # ----------------------------------------------------------------------------- the table
@@ -358,6 +371,7 @@ TRANSFORMS: tuple[Transform, ...] = (
     Transform("control_escapes", "fold", _t(r"\\[nrt]"), control_escape_fold,
               lambda s: "\\" in s),
     Transform("tag_split", "fold", _SPLITTING_TAG, tag_split_fold, lambda s: "<" in s),
+    Transform("nulls", "fold", _SPLITTING_NUL, null_fold, _few_nuls),
 )
 DECODERS = tuple(t for t in TRANSFORMS if t.stage == "decoder")
 CANONICAL = tuple(t for t in TRANSFORMS if t.stage == "canonical")
@@ -370,7 +384,7 @@ _PLAIN_ONLY = (_B64,)
 # one cheap test skips the other gates on most values (identifiers, tokens, user agents).
 _MARKS = "%+&\\'\"`$<>#"
 _MARK = re.compile("[" + re.escape(_MARKS) + "]")
-_NO_MARK = tuple(t for t in TRANSFORMS if t.name in ("unicode", "whitespace", "base64"))
+_NO_MARK = tuple(t for t in TRANSFORMS if t.name in ("unicode", "whitespace", "base64", "nulls"))
 # A value of these characters only, without a slash mark or a double space ("whitespace"),
 # can only be changed by base64. One character set is the fastest ``re`` search (an
 # alternation of sets and words measured three times slower).

@@ -64,6 +64,8 @@ TRANSFORM_CASES = [
     ("shell", "cat /et\\ c/pa\\ sswd", "cat /etc/passwd"),  # backslash-newline, folded
     ("shell", ";/\\b\\i\\n/////s\\h", ";/bin/sh"),  # repeated slashes
     ("tag_split", '"autof<x>ocus o<x>nfocus=alert<x>(1)//', '"autofocus onfocus=alert(1)//'),
+    ("nulls", "1 uni\x00on sel\x00\x00ect 1,2", "1 union select 1,2"),
+    ("nulls", "<scr\x00ipt>alert(1)</script>", "<script>alert(1)</script>"),
 ]
 
 
@@ -110,6 +112,13 @@ def _shortcut_cases() -> list[str]:
     return values
 
 
+def test_nulls_leave_binary_content_alone() -> None:
+    # A file part's bytes hold NULs everywhere: only a few NULs are a split keyword.
+    binary = "IHDR\x00\x00\x00\x01IDAT" + "ab\x00cd" * 20
+    assert BY_NAME["nulls"] not in fired(binary)
+    assert BY_NAME["nulls"] in fired("sel\x00ect")
+
+
 def test_fired_shortcuts_keep_its_definition() -> None:
     wrong = [v for v in _shortcut_cases()
              if {t.name for t in fired(v)} != _every_gate_and_trigger(v)]
@@ -130,6 +139,8 @@ NO_CHANGE = [
     ("sql_comments", "----WebKitFormBoundaryX"),  # no blank after: nothing hidden
     ("control_escapes", r"C:\Users\bob"),
     ("tag_split", "<b>bold</b> and <i>x</i>"),  # tags not glued to a word stay
+    ("nulls", "../../etc/passwd\x00.png"),  # a NUL ending a name is the null-byte rules' case
+    ("nulls", "..\x00/..\x00/etc/passwd"),
     # backslashes of absolute Windows paths are separators: no line break to report as CRLF
     ("control_escapes", r"/files/C:\new\notes.txt"),
     ("control_escapes", r"\\fileserver\share\new\readme.txt"),
