@@ -286,14 +286,15 @@ def path_normalize(value: str) -> str:
 
 _IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
 # Quotes only group words for the shell (c"a"t == cat, ;'rmt' == ;rmt), a backslash before
-# a letter escapes nothing, and an empty substitution (``, $(), <(), >()) expands to nothing.
+# a letter or a brace leaves that character (c\at, $\{jndi:...\}), and an empty
+# substitution (``, $(), <(), >()) expands to nothing.
 # A quoted word is unquoted only where a command or argument starts (value start, separator,
 # blank), so prose quotes ("' or 1=1") are left alone.
 # Each alternative starts with a literal character (the lookbehinds come after the quote),
 # so ``re`` jumps between candidate characters instead of trying every position.
 # A backslash then one blank was a backslash-newline line continuation before whitespace
 # folding (cat /et\<LF>c/pa\<LF>sswd): the shell joins the two halves.
-_QUOTES = re.compile(r"""''|""|'(?<=\w')['"]*(?=\w)|"(?<=\w")['"]*(?=\w)|\\(?=[A-Za-z/])"""
+_QUOTES = re.compile(r"""''|""|'(?<=\w')['"]*(?=\w)|"(?<=\w")['"]*(?=\w)|\\(?=[A-Za-z/{}])"""
                      r"""|\\ (?=[\w/])|``|\$\(\s*\)|<\(\s*\)|>\(\s*\)""")
 # Repeated slashes name the same file for the shell (/bin/////sh); "://" is kept (URLs).
 _SHELL_SLASHES = re.compile(r"(?<!:)//+")

@@ -63,6 +63,7 @@ TRANSFORM_CASES = [
     ("shell", "pi<()ng x", "ping x"),
     ("shell", "cat /et\\ c/pa\\ sswd", "cat /etc/passwd"),  # backslash-newline, folded
     ("shell", ";/\\b\\i\\n/////s\\h", ";/bin/sh"),  # repeated slashes
+    ("shell", "$\\{$\\{::-j\\}ndi:x\\}", "${${::-j}ndi:x}"),  # escaped braces
     ("tag_split", '"autof<x>ocus o<x>nfocus=alert<x>(1)//', '"autofocus onfocus=alert(1)//'),
     ("nulls", "1 uni\x00on sel\x00\x00ect 1,2", "1 union select 1,2"),
     ("nulls", "<scr\x00ipt>alert(1)</script>", "<script>alert(1)</script>"),
