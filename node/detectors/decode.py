@@ -49,8 +49,12 @@ class Transform:
 # ----------------------------------------------------------------------------- decoders
 
 _PCT = re.compile(r"%[uU]([0-9a-fA-F]{4})|((?:%[0-9a-fA-F]{2})+)")
-_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x80-\xbf]")
+_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x00-\xbf]")
 _OVERLONG3 = re.compile(rb"\xe0[\x80-\x9f][\x80-\xbf]")
+# What a lenient decoder makes of a C0/C1 lead before a byte that is no continuation byte
+# (%c0%2f, %c1%1c: the IIS-era bypasses), kept only where it gives a path separator or a dot:
+# elsewhere such a pair is Latin-1 text ("À" then a letter) and stays as it was.
+_LENIENT = frozenset(b"/\\.")
 
 
 def _overlong(m: re.Match[bytes]) -> bytes:
@@ -58,6 +62,8 @@ def _overlong(m: re.Match[bytes]) -> bytes:
     b = m.group(0)
     if len(b) == 2:
         code = ((b[0] & 0x1F) << 6) | (b[1] & 0x3F)
+        if b[1] < 0x80 and code not in _LENIENT:
+            return b
     else:
         code = ((b[1] & 0x3F) << 6) | (b[2] & 0x3F)
     return chr(code).encode("utf-8")
@@ -285,6 +291,10 @@ def path_normalize(value: str) -> str:
 
 
 _IFS = re.compile(r"\$\{IFS[^}]{0,8}\}|\$IFS\b|\$\{?[@*]\}?|\$\{?9\}?")
+# A short variable glued to a word or opening a path is taken as unset, so empty:
+# cat$gi /etc$gi/passwd, sleep$jj 5 (commix's evasion). Only a scanned variant: a set one
+# ($HOME/x) only loses a prefix.
+_EMPTY_VAR = re.compile(r"(?<=\w)\$[A-Za-z_]\w{0,3}\b|\$[A-Za-z_]\w{0,3}(?=/)")
 # Quotes only group words for the shell (c"a"t == cat, ;'rmt' == ;rmt), a backslash before
 # a letter or a brace leaves that character (c\at, $\{jndi:...\}), and an empty
 # substitution (``, $(), <(), >()) expands to nothing.
@@ -302,10 +312,11 @@ _QUOTED_WORD = re.compile(r"""(['"])(?<![^;|&`(\s]['"])([\w./-]+)\1(?=[\s;|&)\w]
 
 
 def shell_fold(value: str) -> str:
-    """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd``, ``pi``ng``, ``'rmt' -v`` as
-    the shell reads them."""
+    """``c'a't``, ``c\\at``, ``ca$@t``, ``cat${IFS}/etc/passwd``, ``cat$gi /etc``, ``pi``ng``,
+    ``'rmt' -v`` as the shell reads them."""
     if "$" in value:
         value = _IFS.sub(lambda m: " " if "IFS" in m.group(0) else "", value)
+        value = _EMPTY_VAR.sub("", value)
     value = _QUOTED_WORD.sub(r"\2", _QUOTES.sub("", value))
     return _SHELL_SLASHES.sub("/", value) if "//" in value else value
 
@@ -366,7 +377,8 @@ TRANSFORMS: tuple[Transform, ...] = (
               lambda s: "/*" in s or "--" in s or "#" in s),
     Transform("path", "fold", _t(r"\\|//|/\./"), path_normalize,
               lambda s: "\\" in s or "//" in s or "/./" in s),
-    Transform("shell", "fold", _t(r"""['"\\`]|\$[{@*I9(]|[<>]\("""), shell_fold,
+    Transform("shell", "fold", _t(r"""['"\\`]|\$[{@*I9(]|[<>]\(|\w\$[A-Za-z_]|\$\w{1,4}/"""),
+              shell_fold,
               lambda s: "'" in s or '"' in s or "\\" in s or "`" in s or "$" in s
               or "<(" in s or ">(" in s),
     Transform("control_escapes", "fold", _t(r"\\[nrt]"), control_escape_fold,

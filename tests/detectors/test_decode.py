@@ -20,6 +20,9 @@ TRANSFORM_CASES = [
     ("url", "%u003cscript%u003e", "<script>"),
     ("url", "%c0%af", "/"),  # overlong UTF-8 slash
     ("url", "%e0%80%ae%e0%80%ae", ".."),  # 3-byte overlong dots
+    # a C0/C1 lead before a plain byte, as lenient decoders read it (IIS-era bypasses)
+    ("url", "..%c0%2f..%c0%2fetc", "../../etc"),
+    ("url", "..%c1%1cwin.ini", "..\\win.ini"),
     ("url", "%C3%A9", "é"),
     ("html_entities", "&lt;script&gt;", "<script>"),
     ("html_entities", "&#60;&#x3C;&#0000060", "<<<"),
@@ -64,6 +67,8 @@ TRANSFORM_CASES = [
     ("shell", "cat /et\\ c/pa\\ sswd", "cat /etc/passwd"),  # backslash-newline, folded
     ("shell", ";/\\b\\i\\n/////s\\h", ";/bin/sh"),  # repeated slashes
     ("shell", "$\\{$\\{::-j\\}ndi:x\\}", "${${::-j}ndi:x}"),  # escaped braces
+    ("shell", "cat$gi $gi/etc$gi/passwd", "cat /etc/passwd"),  # unset variables
+    ("shell", ";sleep$jj 5;", ";sleep 5;"),
     ("tag_split", '"autof<x>ocus o<x>nfocus=alert<x>(1)//', '"autofocus onfocus=alert(1)//'),
     ("nulls", "1 uni\x00on sel\x00\x00ect 1,2", "1 union select 1,2"),
     ("nulls", "<scr\x00ipt>alert(1)</script>", "<script>alert(1)</script>"),
@@ -111,6 +116,11 @@ def _shortcut_cases() -> list[str]:
         for size in (1, 8, 12, 16, 17, 40):
             values += ["".join(rng.choice(alphabet) for _ in range(size)) for _ in range(30)]
     return values
+
+
+def test_lenient_overlong_only_gives_separators_and_dots() -> None:
+    # "À" then a letter in Latin-1 text stays: only "/", "\\" and "." come out of such a pair.
+    assert BY_NAME["url"].fn("%C0bout %C1/x") == "\udcc0bout \udcc1/x"
 
 
 def test_nulls_leave_binary_content_alone() -> None:
