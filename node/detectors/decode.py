@@ -124,9 +124,15 @@ def js_decode(value: str) -> str:
 
 # ----------------------------------------------------------------------------- canonical
 
+# Slashes NFKC leaves alone but Windows' best-fit mapping (IIS, ANSI file APIs) turns into
+# path separators: ..%u2215..%u2215etc reaches the file system as ../../etc.
+_BEST_FIT = str.maketrans({"\u2215": "/", "\u29f8": "/", "\u2216": "\\", "\u29f9": "\\"})
+
+
 def unicode_fold(value: str) -> str:
-    """NFKC (fullwidth and compatibility forms to ASCII) after case folding."""
-    return unicodedata.normalize("NFKC", value.casefold())
+    """NFKC (fullwidth and compatibility forms to ASCII) after case folding, and the
+    best-fit slashes."""
+    return unicodedata.normalize("NFKC", value.casefold()).translate(_BEST_FIT)
 
 
 # A lone 0xA0 byte (Latin-1 NBSP, kept as the surrogate escape \udca0) is whitespace to

@@ -34,6 +34,7 @@ TRANSFORM_CASES = [
     ("js_escapes", r"\74a\76", "<a>"),
     ("unicode", "ＳＥＬＥＣＴ", "select"),  # fullwidth
     ("unicode", "＜script＞", "<script>"),
+    ("unicode", "..\u2215..\u2215etc\u2216x", "../../etc\\x"),  # best-fit slashes
     ("whitespace", "union\t\n  select", "union select"),
     ("whitespace", "1\udca0and\udca01=1", "1 and 1=1"),  # a lone 0xA0 byte (MySQL blank)
     ("base64", base64.b64encode(b"<script>alert(1)</script>").decode(),
