@@ -10,9 +10,9 @@ Order: the *decoders* (URL incl. ``%u`` and overlong UTF-8, HTML entities, JS/ba
 escapes) run together in passes until nothing changes or ``max_decode_passes``; every
 distinct intermediate result is a variant. The *canonicalizers* (Unicode NFKC + case
 folding, whitespace folding) then chain on the decoded value. The *class folds* (base64,
-SQL comments, path normalization, shell quotes, control escapes, split tags) each apply once
-to the canonical value and each add a variant of their own, because each destroys evidence
-another class needs.
+SQL comments, path normalization, shell quotes, control escapes, split tags, NULs inside
+words) each apply once to the canonical value and each add a variant of their own,
+because each destroys evidence another class needs.
 
 ASCII case is left to the patterns' ``caseless`` flag. # SECURITY: everything is bounded:
 input cut at ``max_value_bytes`` characters, a fixed number of passes, no transform
