@@ -254,24 +254,20 @@ class GroupConsumer:
 
     async def dead_letter(self, entry: StreamEntry, error: str) -> None:
         """Move ``entry`` to the dead-letter stream with ``error``, ack it and count it, in one
-        MULTI: either all three happen or none (then it is simply redelivered)."""
+        MULTI: either all three happen or none (then it is simply redelivered). (Processing
+        workers dead-letter through their commit script instead: node/processing/commit.py.)"""
         async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_dead_letter(pipe, entry, error)
+            if self.dead_stream:
+                fields = {ENTRY_FIELD: entry.raw,
+                          DEAD_ERROR_FIELD: error[:ERROR_MAX_CHARS].encode("utf-8", "replace"),
+                          DEAD_SOURCE_ID_FIELD: entry.id,
+                          DEAD_DELIVERIES_FIELD: str(entry.deliveries).encode()}
+                pipe.xadd(self.dead_stream, fields, maxlen=self.dead_maxlen, approximate=True)
+            pipe.xack(self.stream, self.group, entry.id)
+            if self.counters_key:
+                pipe.hincrby(self.counters_key, DEAD_LETTERS_FIELD, 1)
             await pipe.execute()
         self.dead_lettered(entry)
-
-    def queue_dead_letter(self, pipe: Any, entry: StreamEntry, error: str) -> None:
-        """Add a dead letter's XADD + XACK + HINCRBY to a MULTI pipeline (see dead_letter);
-        call ``dead_lettered(entry)`` once the pipeline executed."""
-        if self.dead_stream:
-            fields = {ENTRY_FIELD: entry.raw,
-                      DEAD_ERROR_FIELD: error[:ERROR_MAX_CHARS].encode("utf-8", "replace"),
-                      DEAD_SOURCE_ID_FIELD: entry.id,
-                      DEAD_DELIVERIES_FIELD: str(entry.deliveries).encode()}
-            pipe.xadd(self.dead_stream, fields, maxlen=self.dead_maxlen, approximate=True)
-        pipe.xack(self.stream, self.group, entry.id)
-        if self.counters_key:
-            pipe.hincrby(self.counters_key, DEAD_LETTERS_FIELD, 1)
 
     def dead_lettered(self, entry: StreamEntry) -> None:
         """Count and log a dead letter once its transaction committed."""
