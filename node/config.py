@@ -110,7 +110,8 @@ class ProcessingConfig:
     workers: int = opt(2, "processing worker processes", env="OOB_WORKERS", min=1, max=256)
     batch_entries: int = opt(16, "stream entries read per XREADGROUP", min=1, max=10000)
     block_ms: int = opt(1000, "XREADGROUP block time", min=1, max=60000)
-    claim_idle_ms: int = opt(30000, "reclaim entries pending longer than this from dead workers",
+    claim_idle_ms: int = opt(30000, "reclaim entries pending longer than this from dead workers "
+                             "(keep it above record_timeout_s)",
                              min=100)
     max_deliveries: int = opt(5, "deliveries after which an entry goes to the dead-letter stream",
                               min=1, max=1000)

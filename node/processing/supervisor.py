@@ -247,6 +247,7 @@ async def _listening(app: web.Application, listen: str) -> AsyncIterator[None]:
 async def serve(cfg: NodeConfig, stop: asyncio.Event, *,
                 analyzer_factory: AnalyzerFactory | None = None) -> None:
     """Run the worker processes and the metrics listener until ``stop`` is set."""
+    _warn_on_early_reclaim(cfg)
     registry = CollectorRegistry()
     metrics = ProcessingQueueMetrics(registry)
     samples = WorkerSamples()
@@ -264,6 +265,18 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, *,
                 await pool.stop(cfg.processing.shutdown_grace_s)
     finally:
         await redis.aclose()
+
+
+def _warn_on_early_reclaim(cfg: NodeConfig) -> None:
+    # Entries are reclaimed by idle time alone: with a shorter idle time than the stuck-record
+    # timeout, a slow record's entry is taken from its living worker by another one, which
+    # then hangs too, and each theft counts as a delivery towards the dead letter.
+    proc = cfg.processing
+    if proc.claim_idle_ms <= proc.record_timeout_s * 1000:
+        log.warning("processing.claim_idle_ms is not above processing.record_timeout_s: "
+                    "entries of a worker busy on a slow record can be reclaimed by another",
+                    extra={"claim_idle_ms": proc.claim_idle_ms,
+                           "record_timeout_s": proc.record_timeout_s})
 
 
 async def _supervise(pool: Pool, backlog: GroupConsumer, state: State,

@@ -97,8 +97,11 @@ async def _metric(session, url, name, value) -> bool:
 
 async def test_a_record_that_hangs_workers_is_dead_lettered_alone(make_config, redis, prefix):
     port = free_port()
+    # The entry is reclaimed (1.5 s) well after its stuck worker is killed (0.5 s): a shorter
+    # idle time lets a second worker take it from the living first one (the warned-about
+    # configuration), and the dead letter can then come before the second kill.
     cfg = make_config(**{"processing.workers": 2, "processing.block_ms": 50,
-                         "processing.claim_idle_ms": 100, "processing.max_deliveries": 2,
+                         "processing.claim_idle_ms": 1500, "processing.max_deliveries": 2,
                          "processing.batch_entries": 4, "processing.record_timeout_s": 0.5,
                          "processing.metrics_listen": f"127.0.0.1:{port}"})
     keys = Keys(prefix)
