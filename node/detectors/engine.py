@@ -5,8 +5,8 @@ and ``engine.analyze(record)`` per request, then write the hits to ``<prefix>:hi
 The flow of one request, each stage its own module:
 
     points.extract -> decode.variants -> prefilter (one Hyperscan scan per value and variant,
-    by the database of its point kinds) -> point-kind filter -> Python ``re`` for
-    prefilter-mode patterns
+    by the database of its point kinds) -> point-kind filter (and the rule's skip_headers)
+    -> Python ``re`` for prefilter-mode patterns -> request conditions (a rule's ``unless``)
     -> confirm/ (sql, html) -> exclusions -> class scores vs threshold -> Hits
 
 # SECURITY: ``analyze`` never raises on attacker input: any error is counted in
@@ -28,6 +28,7 @@ import hyperscan
 
 from node.config import DetectionConfig
 from node.detectors import cache
+from node.detectors.conditions import CONDITIONS
 from node.detectors.confirm import CONFIRMERS
 from node.detectors.decode import variants
 from node.detectors.exclusions import ExclusionSet, parse_exclusion
@@ -159,12 +160,14 @@ class Engine:
             candidates = self._candidates(points)
             if not candidates:
                 return []  # most requests: nothing to confirm, score or report
+            found = [c for c in candidates.values()
+                     if c.rule.unless is None or not CONDITIONS[c.rule.unless](record)]
             # Classes that cannot reach the threshold even if every candidate confirms are
             # dropped before confirming (most weak matches in benign traffic end here).
-            viable = self._viable_classes(c.rule for c in candidates.values())
+            viable = self._viable_classes(c.rule for c in found)
             if not viable:
                 return []
-            kept = [c for c in candidates.values() if c.rule.cls in viable]
+            kept = [c for c in found if c.rule.cls in viable]
             confirmed = self._confirm(kept, deadline)
             if not confirmed:
                 return []
@@ -249,6 +252,9 @@ class Engine:
             for pid, end in found.items():
                 rule = pattern_rule[pid]
                 if not rule.point_mask & point.mask:
+                    continue
+                if rule.skip_headers and point.path[0] == "header" \
+                        and point.path[1] in rule.skip_headers:
                     continue
                 py = patterns[pid].py
                 if py is not None and py.search(text) is None:

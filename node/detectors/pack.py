@@ -21,6 +21,7 @@ import hyperscan
 import yaml
 
 from node.config import CLASSES, DetectionConfig
+from node.detectors.conditions import CONDITIONS
 
 # Bump when the engine changes what a compiled database means. The source of the modules
 # that build the databases is hashed into the pack hash too (ENGINE_SOURCES), so an edit to
@@ -40,6 +41,7 @@ RE_BITS = {"caseless": re.IGNORECASE, "dotall": re.DOTALL, "multiline": re.MULTI
 DEFAULT_FLAGS = ("caseless", "dotall")
 CONFIRM_NAMES = ("sql", "html")
 RULE_KEYS = {"id", "name", "severity", "score", "points", "patterns", "flags", "confirm",
+             "skip_headers", "unless",
              "examples", "description", "references", "tags"}
 ID_RE = re.compile(r"^[a-z_]+-[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -77,6 +79,8 @@ class Rule:
     match: tuple[Example, ...]
     no_match: tuple[Example, ...]
     source: str
+    skip_headers: frozenset[str] = frozenset()  # header names (lowercase) it never looks at
+    unless: str | None = None  # a conditions.CONDITIONS name that silences it for a request
 
 
 @dataclass(frozen=True)
@@ -224,11 +228,15 @@ def parse_rule(raw: Any, cls: str, source: str = "", verdicts: Verdicts | None =
     confirm = raw.get("confirm")
     if confirm is not None and confirm not in CONFIRM_NAMES:
         raise RuleError(f"confirm: {confirm!r} is not one of {', '.join(CONFIRM_NAMES)}")
+    unless = raw.get("unless")
+    if unless is not None and unless not in CONDITIONS:
+        raise RuleError(f"unless: {unless!r} is not one of {', '.join(CONDITIONS)}")
     match, no_match = _examples(raw.get("examples"), points[0])
     return Rule(id=rid, name=str(raw.get("name") or rid), cls=cls,
                 severity=_severity(raw.get("severity")), score=_score(raw.get("score", 5)),
                 points=points, point_mask=_mask(points), patterns=patterns, confirm=confirm,
-                match=match, no_match=no_match, source=source)
+                match=match, no_match=no_match, source=source,
+                skip_headers=_skip_headers(raw.get("skip_headers"), points), unless=unless)
 
 
 def _rule_id(value: Any, cls: str) -> str:
@@ -265,6 +273,14 @@ def _points(value: Any) -> tuple[str, ...]:
         if p not in KIND_BIT:
             raise RuleError(f"points: {p!r} is not one of {', '.join(POINT_KINDS)}")
     return tuple(points)
+
+
+def _skip_headers(value: Any, points: tuple[str, ...]) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not {"headers", "all_headers"} & set(points):
+        raise RuleError("skip_headers: the rule applies to no header")
+    return frozenset(name.lower() for name in _str_list(value, "skip_headers"))
 
 
 def _mask(points: Iterable[str]) -> int:
