@@ -27,7 +27,11 @@ PACKS = {
                      examples={"match": [{"point": "headers", "name": "user-agent",
                                           "value": "sqlmap/1.7"}]})],
     "protocol": [rule("protocol-method", [r"[^A-Z]"], points=["method"], match=["get"],
-                      flags=["dotall"])],
+                      flags=["dotall"]),
+                 rule("protocol-sid", ["^sid$"], points=["arg_names"], match=["sid"],
+                      unless="same_site_referer")],
+    "ssrf": [rule("ssrf-local", ["//10\\."], points=["args", "headers"],
+                  match=["http://10.1.2.3/"], skip_headers=["Referer"])],
 }
 
 
@@ -69,6 +73,25 @@ def test_rule_applies_only_at_its_points(engine: Engine) -> None:
     assert engine.analyze(record(query="q=sqlmap")) == []
     hits = engine.analyze(record(headers=[["User-Agent", "sqlmap/1.7"]]))
     assert [h["point"] for h in hits] == [["header", "user-agent"]]
+
+
+def test_skip_headers_leaves_those_headers_alone(engine: Engine) -> None:
+    url = "http://10.1.2.3/admin"
+    assert engine.analyze(record(headers=[["Referer", url]])) == []
+    hits = engine.analyze(record(query=f"u={url}", headers=[["Referer", url], ["X-Api", url]]))
+    assert sorted(h["point"] for h in hits) == [["header", "x-api"], ["query", "u"]]
+
+
+@pytest.mark.parametrize("referer,reported", [
+    (None, True), ("https://elsewhere.example/", True), ("https://shop.example.evil/", True),
+    ("https://shop.example/cart", False), ("https://www.shop.example:8443/", False),
+    ("http://[::1/", True),  # malformed: no same site
+])
+def test_unless_condition_silences_the_rule_for_that_request(
+        engine: Engine, referer: str | None, reported: bool) -> None:
+    headers = [] if referer is None else [["Referer", referer]]
+    hits = engine.analyze(record(host="shop.example:443", query="sid=1", headers=headers))
+    assert [h["rule_id"] for h in hits] == (["protocol-sid"] if reported else [])
 
 
 def test_method_rule_never_fires_on_other_values(engine: Engine) -> None:

@@ -27,6 +27,10 @@ BAD_RULES = [
     ("bad score", rule("sqli-bad", ["x"], score="5"), "score"),
     ("no examples", {**rule("sqli-bad", ["x"]), "examples": {}}, "examples"),
     ("unknown field", {**rule("sqli-bad", ["x"]), "pattern": "x"}, "pattern"),
+    ("bad condition", rule("sqli-bad", ["x"], unless="full_moon"), "unless"),
+    ("skip_headers without headers", rule("sqli-bad", ["x"], points=["args"],
+                                          skip_headers=["referer"]), "skip_headers"),
+    ("skip_headers not names", rule("sqli-bad", ["x"], skip_headers=[1]), "skip_headers"),
     ("wrong class prefix", rule("xss-bad", ["x"]), "id"),
     ("duplicate id", rule("sqli-good", ["y"], match=["y"]), "duplicate"),
 ]
