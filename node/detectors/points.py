@@ -209,6 +209,7 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
     if not raw:
         return
     points, cap = out.points, out.cap
+    loose = False
     for part in raw.split("&"):
         if len(points) >= cap:
             return
@@ -219,6 +220,7 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
             # "?<script>": no name; the token itself is the value a parameter would carry.
             if name:
                 points.append(_new_tuple(Point, (ARGS | ARG_NAMES, path, name)))
+            loose = True
             continue
         if name:
             points.append(_new_tuple(Point, (ARG_NAMES, name_path, name)))
@@ -230,6 +232,25 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
             # A "name" that is no name ("'admin', '1'" of "'admin', '1'='1'") means the
             # payload itself held the "=": the whole token is scanned too.
             out.add(ARGS, (*path, "#token"), _unquote(part))
+    if loose:
+        _rejoined(out, raw, prefix)
+
+
+def _rejoined(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
+    """Each value followed by tokens without "=", joined back with them as it was sent:
+    scanners send a payload's "&" unencoded (Nessus, commix), and ``q=%22&del%20x&rem%20``
+    carries the value ``"&del x&rem `` the split cut into three pieces."""
+    parts = raw.split("&")
+    i = 0
+    while i < len(parts) and not out.full:
+        raw_name, eq, value = parts[i].partition("=")
+        j = i + 1
+        while j < len(parts) and "=" not in parts[j]:
+            j += 1
+        if eq and j > i + 1:
+            path = (*prefix, _unquote(raw_name)[:64], "#joined")
+            out.add(ARGS, path, _unquote("&".join([value, *parts[i + 1:j]])))
+        i = j
 
 
 @lru_cache(maxsize=NAMES_CACHED)

@@ -269,6 +269,18 @@ def test_form_token_with_a_plain_name_is_not_repeated() -> None:
     assert not [p for p in pts if p.path[-1] == "#token"]
 
 
+@pytest.mark.parametrize("query,joined", [
+    ("q=%22&del%0Bq1&rem%0B", {("query", "q", "#joined"): '"&del\x0bq1&rem\x0b'}),
+    ("a=1&flag&b=2&x&y", {("query", "a", "#joined"): "1&flag", ("query", "b", "#joined"): "2&x&y"}),
+    ("flag&a=1&b=2", {}),  # a token before any value joins nothing
+    ("a=1&b=2", {}),
+])
+def test_value_cut_by_an_unencoded_ampersand_is_also_scanned_joined(
+        query: str, joined: dict[tuple[str, ...], str]) -> None:
+    got = points(record(query=query))
+    assert {path: p.value for path, p in got.items() if path[-1] == "#joined"} == joined
+
+
 def test_unknown_headers_carry_user_input() -> None:
     got = points(record(headers=[["Remote-Ip", "' onselect=alert(1) '"],
                                  ["Content-Type", "%{(#_='multipart/form-data')}"]]))
