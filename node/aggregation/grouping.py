@@ -113,6 +113,11 @@ def new_attack(group: str, sample: dict[str, Any]) -> Attack:
     }
 
 
+def hit_ts(hit: dict[str, Any]) -> float:
+    """The order hits are paired and counted in (the store sorts a batch by it first)."""
+    return float(hit.get("ts") or 0.0)
+
+
 def belongs(attack: Attack, ts: float, window_s: float) -> bool:
     """True when a hit at ``ts`` is within the window of the attack's span (late hits too)."""
     return attack["first_seen"] - window_s <= ts <= attack["last_seen"] + window_s
@@ -204,7 +209,7 @@ def apply_items(current: dict[str, Attack | None], items: list[Item],
     window) is counted as a hit of a new attack rather than lost.
     """
     result = BatchResult()
-    for item in sorted(items, key=lambda i: float(i.sample.get("ts") or 0.0)):
+    for item in sorted(items, key=lambda i: hit_ts(i.sample)):
         attack, created = _target(current, item, params)
         if created:
             item = Item(item.group, item.pair, item.sample, False)

@@ -42,6 +42,7 @@ from node.aggregation.grouping import (
     Item,
     apply_items,
     group_of,
+    hit_ts,
     pair_of,
     with_outcome,
 )
@@ -136,6 +137,11 @@ class AttackStore:
         windows = self._pair_windows(now)
         await pipe.watch(self.keys.seen_hits, *windows)
         fresh, redelivered = await self._fresh(pipe, hits)
+        # Pairing decides which copy of a request is the duplicate, counting decides which
+        # hit opens an attack: both must see the batch in the same (time) order, or a Lua
+        # record stamped before its mirror copy opens the attack as a "duplicate" turned
+        # hit and the mirror copy counts again.
+        fresh.sort(key=hit_ts)
         pairs = [pair_of(h) for h in fresh]
         duplicate, pair_counts = await self._pairing(pipe, windows, fresh, pairs)
         items = [Item(group_of(h), p, with_outcome(redact_hit(h)), d)

@@ -105,6 +105,25 @@ async def test_duplicates_pair_one_to_one(make_config, redis, order):
     assert attack["outcome"] == "failed"
 
 
+@pytest.mark.parametrize("request_id", ["req-1", ""])
+async def test_duplicates_in_one_batch_count_once_whatever_their_timestamps(
+        make_config, redis, request_id):
+    """The mirror copy arrives first but the Lua record carries the earlier timestamp (it
+    stamps the request's start): both in one batch, each hit still counts once (it was
+    counted twice when pairing followed arrival order and counting followed timestamps)."""
+    cfg = make_config()
+    store = AttackStore(redis, Keys(cfg.redis.prefix), cfg.aggregation)
+    rules = [("sqli-a", ("query", "id")), ("sqli-b", ("query", "id"))]
+    mirror = [make_hit(f"m-{r}", ts=T0 + 0.002, request_id=request_id, rule_id=r, point=p)
+              for r, p in rules]
+    lua = [make_hit(f"l-{r}", ts=T0, request_id=request_id, rule_id=r, point=p,
+                    source="lua") for r, p in rules]
+    await store.apply(mirror + lua, now=T0 + 10)
+    (attack,) = (await all_attacks(store)).values()
+    assert attack["hits"] == len(rules)
+    assert sorted(attack["sources"]) == ["lua", "mirror"]
+
+
 SPACE_SAVING_CASES = [
     # (stream of keys, cap, expected top-2)
     (["a", "a", "b"], 4, [["a", 2], ["b", 1]]),
