@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from node.queue.consumer import DEAD_LETTERS_FIELD, ERROR_MAX_CHARS, StreamEntry, pack_batch
+from node.queue.consumer import DEAD_LETTERS_FIELD, StreamEntry, dead_error, pack_batch
 from node.queue.keys import (
     DEAD_DELIVERIES_FIELD,
     DEAD_ERROR_FIELD,
@@ -113,8 +113,9 @@ def _entry_args(outcome: EntryOutcome, per_payload: int) -> list[bytes | str | i
                                      *payloads]
     if outcome.error is None:
         return [*args, ""]
-    # SECURITY: the error may quote attacker input: capped, stored, shown escaped.
-    error = outcome.error[:ERROR_MAX_CHARS].encode("utf-8", "replace") or b"error"
+    # SECURITY: the error may quote attacker input: capped, stored, shown escaped. Never
+    # empty: "" is the script's "no dead letter".
+    error = dead_error(outcome.error) or b"error"
     return [*args, error, outcome.entry.raw, str(outcome.entry.deliveries)]
 
 

@@ -72,6 +72,11 @@ def decode_batch(raw: bytes) -> list[dict[Any, Any]]:
     return items
 
 
+def dead_error(error: str) -> bytes:
+    """A dead letter's error field: capped (it may quote attacker input), UTF-8."""
+    return error[:ERROR_MAX_CHARS].encode("utf-8", "replace")
+
+
 def pack_batch(items: Sequence[Any]) -> bytes:
     """The inverse of ``decode_batch`` (the value of ``ENTRY_FIELD``)."""
     return msgpack.packb(list(items), use_bin_type=True)
@@ -259,7 +264,7 @@ class GroupConsumer:
         async with self.redis.pipeline(transaction=True) as pipe:
             if self.dead_stream:
                 fields = {ENTRY_FIELD: entry.raw,
-                          DEAD_ERROR_FIELD: error[:ERROR_MAX_CHARS].encode("utf-8", "replace"),
+                          DEAD_ERROR_FIELD: dead_error(error),
                           DEAD_SOURCE_ID_FIELD: entry.id,
                           DEAD_DELIVERIES_FIELD: str(entry.deliveries).encode()}
                 pipe.xadd(self.dead_stream, fields, maxlen=self.dead_maxlen, approximate=True)
