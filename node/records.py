@@ -125,6 +125,14 @@ def as_text(value: Text) -> str:
     return value
 
 
+def record_label(record: object) -> str:
+    """A record's id for a log line, whatever the record holds: takes ``object`` because
+    the compiled engine checks every typed value it reads, and a malformed record's id may
+    be of any type (repr: attacker text escaped)."""
+    ident = record.get("id", "?") if isinstance(record, dict) else "?"
+    return repr(ident)[:80]
+
+
 def hit_id(record_id: str, rule_id: str, point: list[str]) -> str:
     """Stable idempotency key of a hit: the same record, rule and point give the same id."""
     key = "\x1f".join([record_id, rule_id, *point]).encode("utf-8", "surrogatepass")

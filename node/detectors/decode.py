@@ -138,11 +138,12 @@ def unicode_fold(value: str) -> str:
 # A lone 0xA0 byte (Latin-1 NBSP, kept as the surrogate escape \udca0) is whitespace to
 # MySQL: "1%A0and%A01=1" must read as "1 and 1=1". (U+00A0 is already matched by \s.)
 _WS = re.compile(r"\s+")
+_LATIN1_NBSP = chr(0xDCA0)  # chr(): mypyc takes no surrogate in a string literal
 
 
 def whitespace_fold(value: str) -> str:
-    if "\udca0" in value:
-        value = value.replace("\udca0", " ")
+    if _LATIN1_NBSP in value:
+        value = value.replace(_LATIN1_NBSP, " ")
     return _WS.sub(" ", value)
 
 
@@ -398,7 +399,7 @@ FOLDS = tuple(t for t in TRANSFORMS if t.stage == "fold")
 _B64 = next(t for t in TRANSFORMS if t.name == "base64")
 _DECODING = DECODERS + CANONICAL
 _NONE: frozenset[Transform] = frozenset()
-_PLAIN_ONLY = (_B64,)
+_PLAIN_ONLY: tuple[Transform, ...] = (_B64,)
 # Every gate but those of _NO_MARK needs one of these marks (or "//", "/./", "/*", "--"):
 # one cheap test skips the other gates on most values (identifiers, tokens, user agents).
 _MARKS = "%+&\\'\"`$<>#"

@@ -19,10 +19,10 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import hyperscan
 
@@ -46,7 +46,7 @@ from node.detectors.pack import (
 )
 from node.detectors.points import ARGS, HEADERS, POINT_MASKS, Limits, Point, extract
 from node.detectors.prefilter import GROUPS, Databases, Prefilter, compile_databases, group_of
-from node.records import FRAGMENT_MAX_CHARS, Hit, RequestRecord, as_text, hit_id
+from node.records import FRAGMENT_MAX_CHARS, Hit, RequestRecord, as_text, hit_id, record_label
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class Engine:
             return self._report(record, confirmed, viable, exclusions, application)
         except Exception:  # noqa: BLE001 - SECURITY: attacker input must never crash a worker
             self.stats.errors += 1
-            log.exception("analysis failed for record %s", as_text(record.get("id", "?")))
+            log.exception("analysis failed for record %s", record_label(record))
             return []
 
     def _scan(self, points: Sequence[Point]) -> list[tuple[int, _Flag]]:
@@ -229,7 +229,8 @@ class Engine:
         # clean values: thousands of remembered lists would slow every GC pass down.
         # Learned only once the scan returned: a scan that raises must not leave its values
         # remembered as clean.
-        learned = dict.fromkeys([s[3] for s in segs if s[3] is not None], ())
+        learned: dict[_MemoKey, tuple[_Flag, ...]] = dict.fromkeys(
+            [s[3] for s in segs if s[3] is not None], ())
         for j, found in self._prefilter.scan(g, [s[2] for s in segs]):
             i, text, data, key = segs[j]
             flag = (text, data, found)
@@ -339,7 +340,7 @@ class Engine:
         """The fields every hit of ``record`` shares, in the order a hit lists them (rule
         and point fields are placeholders ``_hit`` overwrites)."""
         host = as_text(record.get("host", ""))
-        response = record.get("response") or {}
+        response: Mapping[str, Any] = record.get("response") or {}
         return {"id": "", "record_id": record.get("id", ""),
                 "request_id": record.get("request_id", ""),
                 "ts": float(record.get("ts", 0.0)), "client_ip": record.get("client_ip", ""),

@@ -351,8 +351,9 @@ def _content_text(data: bytes) -> str:
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
          (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8"))
 # Where the NUL bytes of ASCII text fall in each wide encoding (XML 1.0 appendix F, RFC 4627)
-_WIDE = {(False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
-         (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}
+_WIDE: dict[tuple[bool, ...], str] = {
+    (False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
+    (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}
 
 
 def _transcode(body: bytes) -> bytes:
@@ -365,10 +366,10 @@ def _transcode(body: bytes) -> bytes:
     for bom, codec in _BOMS:
         if body.startswith(bom):
             return body[len(bom):].decode(codec, "replace").encode()
-    codec = _WIDE.get(tuple(b == 0 for b in body[:4]))
-    if codec is None or not any(0x20 <= b < 0x7F for b in body[:4]):
+    wide = _WIDE.get(tuple(b == 0 for b in body[:4]))
+    if wide is None or not any(0x20 <= b < 0x7F for b in body[:4]):
         return body
-    return body.decode(codec, "replace").encode()
+    return body.decode(wide, "replace").encode()
 
 
 _FORM = re.compile(rb"[^\s=&]{1,128}=[^\s&]*(?:&[^\s=&]{1,128}=[^\s&]*)*")
@@ -398,7 +399,9 @@ def _json(out: _Out, body: bytes) -> bool:
         elif isinstance(node, dict):
             _json_object(points, path, node, stack)
         elif isinstance(node, list):
-            stack.extend(((*path, str(i)), v) for i, v in reversed(list(enumerate(node[:1024]))))
+            items: list[Any] = node[:1024]
+            # Pushed last first: they pop in document order.
+            stack.extend([((*path, str(i)), items[i]) for i in range(len(items) - 1, -1, -1)])
     return True
 
 

@@ -60,14 +60,16 @@ RETRY_PAUSE_MAX_S = 5.0  # longest pause after a Redis error before trying again
 
 def engine_analyzer(cfg: NodeConfig) -> Analyze:
     """The real analyzer: the detection engine, loaded (or its Hyperscan DB compiled) once."""
-    from node.detectors.engine import Engine, freeze_loaded_state  # worker process only
+    from node.detectors import hotpath  # worker process only
+    from node.detectors.engine import Engine, freeze_loaded_state
 
     engine = Engine.load(cfg.detection, cfg.data_path / "cache",
                          time_budget_ms=cfg.processing.time_budget_ms)
     freeze_loaded_state()
     log.info("rules loaded", extra={"rules": len(engine.report.loaded),
                                     "failed": len(engine.report.failed),
-                                    "cache_hit": engine.cache_hit})
+                                    "cache_hit": engine.cache_hit,
+                                    "hot_path": hotpath.describe()})
     return engine.analyze
 
 

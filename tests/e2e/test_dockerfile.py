@@ -59,6 +59,7 @@ def test_two_stages_on_python_slim() -> None:
     builder_runs = " ".join(args for word, args in builder if word == "RUN")
     assert "pip wheel" in builder_runs and "/opt/oob-node/bin/pip install /wheels/" in (
         builder_runs)
+    assert "gcc" in builder_runs  # the wheel's compiled hot path (setup.py)
 
 
 def test_final_stage_has_only_the_installed_wheel() -> None:
@@ -147,6 +148,8 @@ def in_context(rel: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
     ("node/__pycache__/cli.cpython-311.pyc", False), (".venv/bin/python", False),
     (".git/HEAD", False), ("tests/conftest.py", False), ("helm/oob-node/Chart.yaml", False),
     ("bench/results/x.json", False), (".oob-node/redis/appendonly.aof", False),
+    ("setup.py", True), ("node/detectors/engine.cpython-311-x86_64-linux-gnu.so", False),
+    ("node/detectors/hotpath-build.json", False),
 ])
 def test_build_context(path: str, expected: bool) -> None:
     assert in_context(path, ignore_patterns()) is expected
