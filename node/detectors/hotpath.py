@@ -1,10 +1,10 @@
 """The detection hot path: the modules ``setup.py`` compiles with mypyc, and whether the
 compiled code is the code on disk.
 
-``points``, ``decode`` and ``engine`` are plain, type-hinted Python that mypyc also builds
-as C extension modules (README, "Compiled hot path"). Python imports an extension module in
-place of the ``.py`` file of the same name, so a source edited after the build would
-silently not run. The build records the SHA-256 of every source it compiled in
+``points``, ``decode``, ``engine`` and ``prefilter`` are plain, type-hinted Python that
+mypyc also builds as C extension modules (README, "Compiled hot path"). Python imports an
+extension module in place of the ``.py`` file of the same name, so a source edited after
+the build would silently not run. The build records the SHA-256 of every source it compiled in
 ``hotpath-build.json`` beside this file, and ``activate`` (run when ``node.detectors`` is
 first imported, before any hot module) imports all of them from their sources whenever
 the compiled modules do not match the sources, or some are missing.
@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-HOT_PATH = ("node.detectors.points", "node.detectors.decode", "node.detectors.engine")
+HOT_PATH = ("node.detectors.points", "node.detectors.decode", "node.detectors.engine",
+            "node.detectors.prefilter")
 STAMP = "hotpath-build.json"  # {module name: SHA-256 of the source compiled}
 HERE = Path(__file__).resolve().parent
 

@@ -256,11 +256,14 @@ def test_a_scan_that_raises_leaves_no_value_remembered_as_clean(
     engine.clear_memo()
     engine.analyze(record())  # the method, path and headers remembered: only b's value is new
 
-    def broken(*_args: object) -> None:
-        raise RuntimeError("scratch in use")
+    class BrokenDatabase:
+        def scan(self, *_args: object) -> None:
+            raise RuntimeError("scratch in use")
 
+    # The database under the Prefilter (a compiled class, whose methods cannot be patched)
     with monkeypatch.context() as patch:
-        patch.setattr(engine._prefilter, "scan", broken)  # noqa: SLF001
+        for db in engine._prefilter.groups[-1]:  # noqa: SLF001 - the "request" group
+            patch.setattr(db, "db", BrokenDatabase())
         assert engine.analyze(rec) == []  # counted, never raised
     assert engine.stats.errors == 1
     assert engine.analyze(rec)  # scanned now, not taken from the memo as clean
