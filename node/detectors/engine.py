@@ -5,8 +5,8 @@ and ``engine.analyze(record)`` per request, then write the hits to ``<prefix>:hi
 The flow of one request, each stage its own module:
 
     points.extract -> decode.variants -> prefilter (one Hyperscan scan per value and variant,
-    by the database of its point kinds) -> point-kind filter (and the rule's skip_headers)
-    -> Python ``re`` for prefilter-mode patterns -> request conditions (a rule's ``unless``)
+    by the database of its point kinds) -> point-kind filter (and the rule's skip_headers, names)
+    -> Python ``re`` for prefilter-mode patterns -> request conditions (``unless``, ``when``)
     -> confirm/ (sql, html) -> exclusions -> class scores vs threshold -> Hits
 
 # SECURITY: ``analyze`` never raises on attacker input: any error is counted in
@@ -42,6 +42,7 @@ from node.detectors.pack import (
     load_pack,
     pack_files,
     pack_hash,
+    point_name,
     verdict_key,
 )
 from node.detectors.points import ARGS, HEADERS, POINT_MASKS, Limits, Point, extract
@@ -160,8 +161,7 @@ class Engine:
             candidates = self._candidates(points)
             if not candidates:
                 return []  # most requests: nothing to confirm, score or report
-            found = [c for c in candidates.values()
-                     if c.rule.unless is None or not CONDITIONS[c.rule.unless](record)]
+            found = [c for c in candidates.values() if _conditions_hold(c.rule, record, c.point)]
             # Classes that cannot reach the threshold even if every candidate confirms are
             # dropped before confirming (most weak matches in benign traffic end here).
             viable = self._viable_classes(c.rule for c in found)
@@ -256,6 +256,8 @@ class Engine:
                     continue
                 if rule.skip_headers and point.path[0] == "header" \
                         and point.path[1] in rule.skip_headers:
+                    continue
+                if rule.names and point_name(point.path) not in rule.names:
                     continue
                 py = patterns[pid].py
                 if py is not None and py.search(text) is None:
@@ -380,7 +382,10 @@ class Engine:
         point = Point(_kind_mask(kind), _kind_path(kind, name), value)
         if prefilter_only:
             return self._prefilter_rules(point)
-        confirmed = self._confirm(self._candidates([point]).values(), time.perf_counter() + 60.0)
+        example: RequestRecord = {"host": EXAMPLE_HOST}  # type: ignore[typeddict-item]
+        found = [c for c in self._candidates([point]).values()
+                 if _conditions_hold(c.rule, example, point)]
+        confirmed = self._confirm(found, time.perf_counter() + 60.0)
         return {cand.rule.id for cand, _, _ in confirmed}
 
     def _prefilter_rules(self, point: Point) -> set[str]:
@@ -389,6 +394,18 @@ class Engine:
             found.update(self._pattern_rule[pid].id for pid in pids
                          if self._pattern_rule[pid].point_mask & point.mask)
         return found
+
+
+# The Host of the request a rule example is judged in (the value alone has none): a rule's
+# ``when``/``unless`` conditions see a request to this host with no other header.
+EXAMPLE_HOST = "app.example.com"
+
+
+def _conditions_hold(rule: Rule, record: RequestRecord, point: Point) -> bool:
+    """The rule's ``unless`` condition does not hold for the request, its ``when`` does."""
+    if rule.unless is not None and CONDITIONS[rule.unless](record, point.value):
+        return False
+    return rule.when is None or CONDITIONS[rule.when](record, point.value)
 
 
 CONFIRM_WINDOW = 1024  # characters a confirmer sees of a long value, around the match

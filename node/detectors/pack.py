@@ -41,7 +41,7 @@ RE_BITS = {"caseless": re.IGNORECASE, "dotall": re.DOTALL, "multiline": re.MULTI
 DEFAULT_FLAGS = ("caseless", "dotall")
 CONFIRM_NAMES = ("sql", "html")
 RULE_KEYS = {"id", "name", "severity", "score", "points", "patterns", "flags", "confirm",
-             "skip_headers", "unless",
+             "skip_headers", "unless", "when", "names",
              "examples", "description", "references", "tags"}
 ID_RE = re.compile(r"^[a-z_]+-[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -81,6 +81,8 @@ class Rule:
     source: str
     skip_headers: frozenset[str] = frozenset()  # header names (lowercase) it never looks at
     unless: str | None = None  # a conditions.CONDITIONS name that silences it for a request
+    when: str | None = None  # a conditions.CONDITIONS name without which it stays silent
+    names: frozenset[str] = frozenset()  # point names it looks at (point_name form); all if empty
 
 
 @dataclass(frozen=True)
@@ -228,15 +230,41 @@ def parse_rule(raw: Any, cls: str, source: str = "", verdicts: Verdicts | None =
     confirm = raw.get("confirm")
     if confirm is not None and confirm not in CONFIRM_NAMES:
         raise RuleError(f"confirm: {confirm!r} is not one of {', '.join(CONFIRM_NAMES)}")
-    unless = raw.get("unless")
-    if unless is not None and unless not in CONDITIONS:
-        raise RuleError(f"unless: {unless!r} is not one of {', '.join(CONDITIONS)}")
+    unless, when = _condition(raw, "unless"), _condition(raw, "when")
     match, no_match = _examples(raw.get("examples"), points[0])
     return Rule(id=rid, name=str(raw.get("name") or rid), cls=cls,
                 severity=_severity(raw.get("severity")), score=_score(raw.get("score", 5)),
                 points=points, point_mask=_mask(points), patterns=patterns, confirm=confirm,
                 match=match, no_match=no_match, source=source,
-                skip_headers=_skip_headers(raw.get("skip_headers"), points), unless=unless)
+                skip_headers=_skip_headers(raw.get("skip_headers"), points), unless=unless,
+                when=when, names=_names(raw.get("names")))
+
+
+def _condition(raw: dict[str, Any], key: str) -> str | None:
+    name = raw.get(key)
+    if name is not None and name not in CONDITIONS:
+        raise RuleError(f"{key}: {name!r} is not one of {', '.join(CONDITIONS)}")
+    return name
+
+
+def point_name(path: tuple[str, ...]) -> str:
+    """The name a point answers to in a rule's ``names``: its parameter, field, key, cookie
+    or header name (the last one of a nested JSON path), lowercased without ``_``, ``-``
+    and ``.`` (``returnTo``, ``return_to`` and ``return-to`` are one name); "" for the
+    path, the method and a whole body."""
+    parts = [p for p in path[1:] if not p.startswith("#") and not p.isdigit()]
+    if path[:1] == ("body",) and parts[:1] in (["form"], ["multipart"], ["xml"], ["json"]):
+        parts = parts[1:]
+    return _NAME_FOLD.sub("", parts[-1].lower()) if parts else ""
+
+
+_NAME_FOLD = re.compile(r"[_.\-]")
+
+
+def _names(value: Any) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    return frozenset(_NAME_FOLD.sub("", n.lower()) for n in _str_list(value, "names"))
 
 
 def _rule_id(value: Any, cls: str) -> str:

@@ -12,6 +12,7 @@ from detect_helpers import record, rule
 
 from node.detectors.engine import Engine
 from node.detectors.exclusions import ExclusionSet, parse_exclusion
+from node.detectors.pack import point_name
 from node.records import FRAGMENT_MAX_CHARS, HIT_FIELDS, hit_id
 
 PACKS = {
@@ -32,6 +33,10 @@ PACKS = {
                       unless="same_site_referer")],
     "ssrf": [rule("ssrf-local", ["//10\\."], points=["args", "headers"],
                   match=["http://10.1.2.3/"], skip_headers=["Referer"])],
+    "open_redirect": [rule("open_redirect-dressed", [r"\w\.\w+\.\w+\.\w|\w\.\w+@"],
+                           points=["args"], names=["return_to", "next"], when="lookalike_host",
+                           examples={"match": [{"point": "args", "name": "next",
+                                                "value": "app.example.com.evil.net"}]})],
 }
 
 
@@ -92,6 +97,34 @@ def test_unless_condition_silences_the_rule_for_that_request(
     headers = [] if referer is None else [["Referer", referer]]
     hits = engine.analyze(record(host="shop.example:443", query="sid=1", headers=headers))
     assert [h["rule_id"] for h in hits] == (["protocol-sid"] if reported else [])
+
+
+@pytest.mark.parametrize("query,reported", [
+    ("returnTo=https://shop.example.test.evil.net/", True),
+    ("return-to=//example.test@evil.net", True),
+    ("user.next=example.test.attacker.io", False),  # "usernext" is not a name of the rule
+    ("next=https://shop.example.test/cart", False),
+    ("next=https://cdn.example.test/a.b.c", False),  # same site
+    ("next=https://example.test.s3.amazonaws.com/a.png", False),  # a bucket named after it
+    ("q=https://shop.example.test.evil.net/", False),  # not a name of the rule
+])
+def test_when_condition_and_names_judge_the_point_in_its_request(
+        engine: Engine, query: str, reported: bool) -> None:
+    hits = engine.analyze(record(host="shop.example.test:8443", query=query))
+    assert [h["rule_id"] for h in hits] == (["open_redirect-dressed"] if reported else [])
+    # The same value in a request to that other site is no look-alike of anything.
+    assert engine.analyze(record(host="evil.net", query=query)) == []
+
+
+@pytest.mark.parametrize("path,name", [
+    (("query", "returnTo"), "returnto"), (("body", "form", "Return_To"), "returnto"),
+    (("json", "auth", "next"), "next"), (("json", "items", "3"), "items"),
+    (("query", "next", "#joined"), "next"), (("body", "multipart", "next"), "next"),
+    (("cookie", "return-to"), "returnto"), (("header", "referer"), "referer"),
+    (("path",), ""), (("body", "json"), ""), (("path", "3"), ""),
+])
+def test_point_name(path: tuple[str, ...], name: str) -> None:
+    assert point_name(path) == name
 
 
 def test_method_rule_never_fires_on_other_values(engine: Engine) -> None:

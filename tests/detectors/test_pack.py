@@ -28,6 +28,8 @@ BAD_RULES = [
     ("no examples", {**rule("sqli-bad", ["x"]), "examples": {}}, "examples"),
     ("unknown field", {**rule("sqli-bad", ["x"]), "pattern": "x"}, "pattern"),
     ("bad condition", rule("sqli-bad", ["x"], unless="full_moon"), "unless"),
+    ("bad when", rule("sqli-bad", ["x"], when="full_moon"), "when"),
+    ("names not names", rule("sqli-bad", ["x"], names=[]), "names"),
     ("skip_headers without headers", rule("sqli-bad", ["x"], points=["args"],
                                           skip_headers=["referer"]), "skip_headers"),
     ("skip_headers not names", rule("sqli-bad", ["x"], skip_headers=[1]), "skip_headers"),
