@@ -339,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raw Hyperscan block scan of the same requests' bytes: {raw:,.0f} requests/s "
               f"({mbs:,.1f} MB/s)")
         print(f"engine/raw = {100.0 * eng / raw:.1f}%  (goals: >= 8,000 requests/s, >= 20%)")
-        print(f"detection hot path: {hotpath.describe()}")
-        if hotpath.describe().startswith("compiled"):
+        hot_path = hotpath.describe()
+        print(f"detection hot path: {hot_path}")
+        if hot_path.startswith("compiled"):
             pure = pure_throughput(paths, args.rules_dir)
             print(f"the same engine from its Python sources (child process): {pure:,.0f} "
                   f"requests/s; compiled/pure = {eng / pure:.2f}")

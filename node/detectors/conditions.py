@@ -19,7 +19,7 @@ from node.records import RequestRecord, as_text
 Condition = Callable[[RequestRecord, str], bool]  # (request, matched point's value)
 
 
-def same_site_referer(record: RequestRecord, _value: str = "") -> bool:
+def same_site_referer(record: RequestRecord, _value: str) -> bool:
     """The request was reached from a page of its own host: its Referer's host is the Host
     or a sub-domain of it (OWASP CRS 943110/943120: a session id passed in the URL is the
     start of a session fixation when it arrives from elsewhere or with no Referer at all)."""
@@ -31,7 +31,7 @@ def same_site_referer(record: RequestRecord, _value: str = "") -> bool:
         ref_host = (urlsplit(referer.strip()).hostname or "").rstrip(".")
     except ValueError:  # SECURITY: a malformed Referer (bad port, brackets) is no same site
         return False
-    return ref_host == host or ref_host.endswith("." + host)
+    return _same_site(ref_host, host)
 
 
 def _hostname(host: str) -> str:
@@ -99,6 +99,7 @@ def _site(host: str) -> str:
 
 
 def _same_site(target: str, site: str) -> bool:
+    """``target`` is ``site`` or one of its sub-domains."""
     return target == site or target.endswith("." + site)
 
 

@@ -34,8 +34,12 @@ STAMP = "hotpath-build.json"  # {module name: SHA-256 of the source compiled}
 HERE = Path(__file__).resolve().parent
 
 
+def _file_stem(name: str) -> str:
+    return name.rsplit(".", 1)[1]  # node.detectors.engine -> engine
+
+
 def source_of(name: str, directory: Path = HERE) -> Path:
-    return directory / (name.rsplit(".", 1)[1] + ".py")
+    return directory / (_file_stem(name) + ".py")
 
 
 def source_digest(path: Path) -> str:
@@ -51,7 +55,7 @@ def compiled_modules(directory: Path = HERE) -> list[str]:
     """The hot modules that have an extension module file in ``directory``."""
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     return [name for name in HOT_PATH
-            if any((directory / (name.rsplit(".", 1)[1] + s)).exists() for s in suffixes)]
+            if any((directory / (_file_stem(name) + s)).exists() for s in suffixes)]
 
 
 def mismatched(directory: Path = HERE) -> list[str]:

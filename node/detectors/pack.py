@@ -255,16 +255,20 @@ def point_name(path: tuple[str, ...]) -> str:
     parts = [p for p in path[1:] if not p.startswith("#") and not p.isdigit()]
     if path[:1] == ("body",) and parts[:1] in (["form"], ["multipart"], ["xml"], ["json"]):
         parts = parts[1:]
-    return _NAME_FOLD.sub("", parts[-1].lower()) if parts else ""
+    return _fold_name(parts[-1]) if parts else ""
 
 
 _NAME_FOLD = re.compile(r"[_.\-]")
 
 
+def _fold_name(name: str) -> str:
+    return _NAME_FOLD.sub("", name.lower())
+
+
 def _names(value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
-    return frozenset(_NAME_FOLD.sub("", n.lower()) for n in _str_list(value, "names"))
+    return frozenset(_fold_name(n) for n in _str_list(value, "names"))
 
 
 def _rule_id(value: Any, cls: str) -> str:
