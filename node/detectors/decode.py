@@ -49,8 +49,12 @@ class Transform:
 # ----------------------------------------------------------------------------- decoders
 
 _PCT = re.compile(r"%[uU]([0-9a-fA-F]{4})|((?:%[0-9a-fA-F]{2})+)")
-_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x00-\xbf]")
+_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x00-\xbf\xc2-\xff]")  # a lead after a lead: its own pair
 _OVERLONG3 = re.compile(rb"\xe0[\x80-\x9f][\x80-\xbf]")
+# The 4-byte overlong forms, and the 5- and 6-byte forms of the original UTF-8 (RFC 2279),
+# which no valid text holds: %f0%80%80%af, %f8%80%80%80%af, %fc%80%80%80%80%af are "/".
+_OVERLONG_LONG = re.compile(rb"\xf0[\x80-\x8f][\x80-\xbf]{2}|\xf8[\x80-\x87][\x80-\xbf]{3}"
+                            rb"|\xfc[\x80-\x83][\x80-\xbf]{4}")
 # What a lenient decoder makes of a C0/C1 lead before a byte that is no continuation byte
 # (%c0%2f, %c1%1c: the IIS-era bypasses), kept only where it gives a path separator or a dot:
 # elsewhere such a pair is Latin-1 text ("À" then a letter) and stays as it was.
@@ -62,10 +66,14 @@ def _overlong(m: re.Match[bytes]) -> bytes:
     b = m.group(0)
     if len(b) == 2:
         code = ((b[0] & 0x1F) << 6) | (b[1] & 0x3F)
-        if b[1] < 0x80 and code not in _LENIENT:
-            return b
+        if not 0x80 <= b[1] < 0xC0 and code not in _LENIENT:
+            return b  # no continuation byte: lenient, for separators and dots only
     else:
-        code = ((b[1] & 0x3F) << 6) | (b[2] & 0x3F)
+        code = 0
+        for byte in b[1:]:
+            code = (code << 6) | (byte & 0x3F)
+        if (code >= 0x80 and len(b) > 4) or 0xD800 <= code < 0xE000:
+            return b  # a 5- or 6-byte form of a non-ASCII character, a surrogate: as sent
     return chr(code).encode("utf-8")
 
 
@@ -75,6 +83,8 @@ def bytes_to_text(raw: bytes) -> str:
         return raw.decode("ascii")
     if b"\xc0" in raw or b"\xc1" in raw or b"\xe0" in raw:
         raw = _OVERLONG3.sub(_overlong, _OVERLONG2.sub(_overlong, raw))
+    if b"\xf0" in raw or b"\xf8" in raw or b"\xfc" in raw:
+        raw = _OVERLONG_LONG.sub(_overlong, raw)
     return raw.decode("utf-8", "surrogateescape")
 
 

@@ -20,6 +20,10 @@ TRANSFORM_CASES = [
     ("url", "%u003cscript%u003e", "<script>"),
     ("url", "%c0%af", "/"),  # overlong UTF-8 slash
     ("url", "%e0%80%ae%e0%80%ae", ".."),  # 3-byte overlong dots
+    ("url", "%f0%80%80%afetc", "/etc"),  # 4-byte overlong slash
+    ("url", "%f8%80%80%80%ae%fc%80%80%80%80%ae", ".."),  # 5- and 6-byte forms (RFC 2279)
+    ("url", "%c0%ee%c0%ee%c0%af", "../"),  # a lead before a lead byte, read leniently
+    ("url", "%c0%c0%af", "\udcc0/"),  # a lead after a lead starts its own pair
     # a C0/C1 lead before a plain byte, as lenient decoders read it (IIS-era bypasses)
     ("url", "..%c0%2f..%c0%2fetc", "../../etc"),
     ("url", "..%c1%1cwin.ini", "..\\win.ini"),
@@ -122,6 +126,14 @@ def _shortcut_cases() -> list[str]:
 def test_lenient_overlong_only_gives_separators_and_dots() -> None:
     # "À" then a letter in Latin-1 text stays: only "/", "\\" and "." come out of such a pair.
     assert BY_NAME["url"].fn("%C0bout %C1/x") == "\udcc0bout \udcc1/x"
+
+
+def test_long_overlong_forms_never_make_a_surrogate_or_a_non_ascii_guess() -> None:
+    # An overlong surrogate (U+D800 in four bytes) has no UTF-8 form: its bytes stay as
+    # sent; so do 5- and 6-byte forms of non-ASCII characters (no decoder agrees on them).
+    assert BY_NAME["url"].fn("%f0%8d%a0%80") == "\udcf0\udc8d\udca0\udc80"
+    assert BY_NAME["url"].fn("%f8%88%80%80%80") == "\udcf8\udc88\udc80\udc80\udc80"
+    assert BY_NAME["url"].fn("%f0%9f%98%80") == "\U0001f600"  # valid 4-byte UTF-8 as ever
 
 
 def test_nulls_leave_binary_content_alone() -> None:
