@@ -21,6 +21,8 @@ SQL_YES = [
     "exec sp_addlogin 'name', 'password'", "execute master..xp_cmdshell 'dir'",
     # the closed string aliased as a table before the condition (a sqlmap boundary)
     "-2987\") as iyob where 7827=7827 or (8459=8459)*4906--", "1') AS xyz WHERE 2929=2929",
+    # union glued to a number or to MySQL's NULL \N: the lexer splits them
+    "0union select 1,2", "1.union select null", "\\Nunion select 1",
 ]
 SQL_NO = [
     "Tom O'Neil or Jerry", "order by price", "Select items from the list", "It's 5 o'clock",
@@ -29,6 +31,7 @@ SQL_NO = [
     "the union of selected sets", "-5 degrees and falling", "where 5 is the answer",
     "pick 2 or 3 = 4", "is it 2 or 3", "size 2 or 3 = 3 -ish", "I exec my sp_ routine",
     "exec summary", "O'Brien as manager where needed", "it's as good as where we live",
+    "\\norder by 1 line",  # \N is NULL in capitals only: a literal "\n" is no number
 ]
 HTML_YES = [
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)",
