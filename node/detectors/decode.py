@@ -49,7 +49,8 @@ class Transform:
 # ----------------------------------------------------------------------------- decoders
 
 _PCT = re.compile(r"%[uU]([0-9a-fA-F]{4})|((?:%[0-9a-fA-F]{2})+)")
-_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x00-\xbf\xc2-\xff]")  # a lead after a lead: its own pair
+# A C0/C1 byte after a C0/C1 lead is not taken as its second byte: it starts a pair of its own.
+_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x00-\xbf\xc2-\xff]")
 _OVERLONG3 = re.compile(rb"\xe0[\x80-\x9f][\x80-\xbf]")
 # The 4-byte overlong forms, and the 5- and 6-byte forms of the original UTF-8 (RFC 2279),
 # which no valid text holds: %f0%80%80%af, %f8%80%80%80%af, %fc%80%80%80%80%af are "/".

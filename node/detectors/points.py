@@ -210,7 +210,8 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
         return
     points, cap = out.points, out.cap
     loose = False
-    for part in raw.split("&"):
+    parts = raw.split("&")
+    for part in parts:
         if len(points) >= cap:
             return
         raw_name, eq, value = part.partition("=")
@@ -233,14 +234,13 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
             # payload itself held the "=": the whole token is scanned too.
             out.add(ARGS, (*path, "#token"), _unquote(part))
     if loose:
-        _rejoined(out, raw, prefix)
+        _rejoined(out, parts, prefix)
 
 
-def _rejoined(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
+def _rejoined(out: _Out, parts: list[str], prefix: tuple[str, ...]) -> None:
     """Each value followed by tokens without "=", joined back with them as it was sent:
     scanners send a payload's "&" unencoded (Nessus, commix), and ``q=%22&del%20x&rem%20``
     carries the value ``"&del x&rem `` the split cut into three pieces."""
-    parts = raw.split("&")
     i = 0
     while i < len(parts) and not out.full:
         raw_name, eq, value = parts[i].partition("=")
