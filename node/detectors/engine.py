@@ -20,9 +20,9 @@ import gc
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import hyperscan
 
@@ -62,18 +62,21 @@ class EngineStats:
     confirm_rejected: int = 0  # prefilter candidates a confirmer turned down
 
 
-@dataclass
 class _Candidate:
-    rule: Rule
-    point: Point
-    matches: list[tuple[str, bytes, int]] = field(default_factory=list)  # (text, bytes, end)
+    """A rule's matches at one point. (No dataclass: mypyc leaves a dataclass's generated
+    ``__init__`` interpreted, and there is one candidate per flagged rule and point.)"""
+
+    def __init__(self, rule: Rule, point: Point) -> None:
+        self.rule = rule
+        self.point = point
+        self.matches: list[tuple[str, bytes, int]] = []  # (text, bytes, end)
 
 
 _Flag = tuple[str, bytes, dict[int, int]]  # (variant text, its bytes, {pattern id: match end})
 _MemoKey = str  # the value as extracted, in the memo of its scan group
-MEMO_VALUE_MAX = 512  # longer values are rarely repeated: not memoized
+MEMO_VALUE_MAX: Final = 512  # longer values are rarely repeated: not memoized
 MEMO_SIZE = 16384  # values remembered per process, all groups (then the memos restart)
-VERDICTS_SIZE = 4096  # confirmer answers remembered per process (then they restart)
+VERDICTS_SIZE: Final = 4096  # confirmer answers remembered per process (then they restart)
 
 
 def _encode(value: str) -> bytes:
@@ -398,7 +401,7 @@ class Engine:
 
 # The Host of the request a rule example is judged in (the value alone has none): a rule's
 # ``when``/``unless`` conditions see a request to this host with no other header.
-EXAMPLE_HOST = "app.example.com"
+EXAMPLE_HOST: Final = "app.example.com"
 
 
 def _conditions_hold(rule: Rule, record: RequestRecord, point: Point) -> bool:
@@ -408,7 +411,7 @@ def _conditions_hold(rule: Rule, record: RequestRecord, point: Point) -> bool:
     return rule.when is None or CONDITIONS[rule.when](record, point.value)
 
 
-CONFIRM_WINDOW = 1024  # characters a confirmer sees of a long value, around the match
+CONFIRM_WINDOW: Final = 1024  # characters a confirmer sees of a long value, around the match
 
 
 def _around(text: str, data: bytes, end: int) -> str:

@@ -29,17 +29,20 @@ from pathlib import Path
 from types import ModuleType
 
 HOT_PATH = ("node.detectors.points", "node.detectors.decode", "node.detectors.engine",
-            "node.detectors.prefilter")
+            "node.detectors.prefilter", "node.detectors.confirm.sql")
 STAMP = "hotpath-build.json"  # {module name: SHA-256 of the source compiled}
 HERE = Path(__file__).resolve().parent
 
 
-def _file_stem(name: str) -> str:
-    return name.rsplit(".", 1)[1]  # node.detectors.engine -> engine
+def module_file(name: str, directory: Path, suffix: str) -> Path:
+    """Where a hot module's file with ``suffix`` lies under ``directory`` (the directory of
+    ``node.detectors``): node.detectors.confirm.sql -> confirm/sql<suffix>."""
+    *parents, stem = name.split(".")[2:]
+    return directory.joinpath(*parents, stem + suffix)
 
 
 def source_of(name: str, directory: Path = HERE) -> Path:
-    return directory / (_file_stem(name) + ".py")
+    return module_file(name, directory, ".py")
 
 
 def source_digest(path: Path) -> str:
@@ -55,7 +58,7 @@ def compiled_modules(directory: Path = HERE) -> list[str]:
     """The hot modules that have an extension module file in ``directory``."""
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     return [name for name in HOT_PATH
-            if any((directory / (_file_stem(name) + s)).exists() for s in suffixes)]
+            if any(module_file(name, directory, s).exists() for s in suffixes)]
 
 
 def mismatched(directory: Path = HERE) -> list[str]:

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 
@@ -28,24 +27,24 @@ from node.detectors.inflate import inflate
 from node.detectors.pack import KIND_BIT
 from node.records import RequestRecord, Text
 
-PATH = KIND_BIT["path"]
-ARGS = KIND_BIT["args"]
-ARG_NAMES = KIND_BIT["arg_names"]
-BODY = KIND_BIT["body"]
-COOKIES = KIND_BIT["cookies"]
-HEADERS = KIND_BIT["headers"] | KIND_BIT["all_headers"]
-ALL_HEADERS = KIND_BIT["all_headers"]
-FILENAMES = KIND_BIT["filenames"]
-METHOD = KIND_BIT["method"]
+PATH: Final = KIND_BIT["path"]
+ARGS: Final = KIND_BIT["args"]
+ARG_NAMES: Final = KIND_BIT["arg_names"]
+BODY: Final = KIND_BIT["body"]
+COOKIES: Final = KIND_BIT["cookies"]
+HEADERS: Final = KIND_BIT["headers"] | KIND_BIT["all_headers"]
+ALL_HEADERS: Final = KIND_BIT["all_headers"]
+FILENAMES: Final = KIND_BIT["filenames"]
+METHOD: Final = KIND_BIT["method"]
 # Every mask a point can carry (``extract`` uses no other; a test holds it to that). The scan
 # databases are built from it: a group only holds patterns that can apply to a point it scans.
-POINT_MASKS = frozenset({METHOD, PATH, ARGS, ARG_NAMES, ARGS | ARG_NAMES, BODY, BODY | ARGS,
-                         COOKIES, COOKIES | ARG_NAMES, HEADERS, ALL_HEADERS, FILENAMES})
+POINT_MASKS: Final = frozenset({METHOD, PATH, ARGS, ARG_NAMES, ARGS | ARG_NAMES, BODY, BODY | ARGS,
+                               COOKIES, COOKIES | ARG_NAMES, HEADERS, ALL_HEADERS, FILENAMES})
 
 # Headers whose values are fixed vocabulary or set by proxies and tracing, not typed by a
 # client: only ``all_headers`` rules see them. Every other header (user-agent, referer,
 # content-type, authorization, custom ones...) carries user input: ``headers`` as well.
-FIXED_HEADERS = frozenset({
+FIXED_HEADERS: Final = frozenset({
     "accept", "accept-encoding", "accept-language", "connection", "content-length", "host",
     "te", "upgrade-insecure-requests", "cache-control", "pragma", "dnt", "priority",
     "keep-alive", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since",
@@ -58,14 +57,15 @@ FIXED_HEADERS = frozenset({
     "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "sec-ch-ua", "sec-ch-ua-mobile",
     "sec-ch-ua-platform", "grpc-timeout", "content-encoding",
 })
-SKIP_HEADERS = frozenset({"cookie", ":path", ":authority", ":method", ":scheme"})
+SKIP_HEADERS: Final = frozenset({"cookie", ":path", ":authority", ":method", ":scheme"})
 # Header name -> point mask (0: not a header point); any other name is HEADERS.
-_HEADER_MASK = {**dict.fromkeys(SKIP_HEADERS, 0), **dict.fromkeys(FIXED_HEADERS, ALL_HEADERS)}
-MAX_PARTS = 64  # multipart parts followed
-_PLAIN_SEGMENT = re.compile(r"[\w.~@:,=-]*")
-_PLAIN_PATH = re.compile(r"[\w.~@:,=/-]*")  # plain segments and their slashes
-_PLAIN_NAME = re.compile(r"[\w.-]*")
-_FORM_NAME = re.compile(r"[\w.\[\]$:@-]*")  # parameter names as frameworks write them
+_HEADER_MASK: Final = {**dict.fromkeys(SKIP_HEADERS, 0),
+                       **dict.fromkeys(FIXED_HEADERS, ALL_HEADERS)}
+MAX_PARTS: Final = 64  # multipart parts followed
+_PLAIN_SEGMENT: Final = re.compile(r"[\w.~@:,=-]*")
+_PLAIN_PATH: Final = re.compile(r"[\w.~@:,=/-]*")  # plain segments and their slashes
+_PLAIN_NAME: Final = re.compile(r"[\w.-]*")
+_FORM_NAME: Final = re.compile(r"[\w.\[\]$:@-]*")  # parameter names as frameworks write them
 
 
 class Point(NamedTuple):
@@ -83,10 +83,26 @@ class Limits:
 
 _new_tuple = tuple.__new__
 # Caches of the per-name work (lowercasing, routing, path tuples): header, cookie and
-# parameter names repeat across requests. # SECURITY: bounded (LRU, short names only):
-# attacker-chosen names only churn them.
-NAMES_CACHED = 1024
-NAME_CACHED_MAX = 64  # longer names (payloads without "=") are not worth remembering
+# parameter names repeat across requests. Plain dicts read inline by the loops (an
+# lru_cache call per header cost more than the work it saved). # SECURITY: bounded (short
+# names only, emptied when full): attacker-chosen names only churn them.
+NAMES_CACHED: Final = 1024
+NAME_CACHED_MAX: Final = 64  # longer names (payloads without "=") are not worth remembering
+_Route = tuple[str, int, tuple[str, str]]  # (lowercased name, point mask, point path)
+_Param = tuple[str, tuple[str, ...], tuple[str, ...], bool]
+_Cookie = tuple[tuple[str, str], int, tuple[str, str, str]]
+_ROUTES: Final[dict[str, _Route]] = {}
+_PARAMS: Final[dict[tuple[tuple[str, ...], str], _Param]] = {}
+_COOKIES: Final[dict[str, _Cookie]] = {}
+_T = TypeVar("_T")
+
+
+def _remember(cache: dict[Any, _T], key: Any, name: str, value: _T) -> _T:
+    if len(name) <= NAME_CACHED_MAX:
+        if len(cache) >= NAMES_CACHED:
+            cache.clear()
+        cache[key] = value
+    return value
 
 
 class _Out:
@@ -169,8 +185,8 @@ class _Headers:
             if v.__class__ is not str:
                 v = text(v)
             # The name's work (lowercasing, routing, its path tuple) is cached per name.
-            route = _header_route if len(n) <= NAME_CACHED_MAX else _header_route.__wrapped__
-            lower, mask, path = route(n)
+            route = _ROUTES.get(n)
+            lower, mask, path = route if route is not None else _header_route(n)
             if mask == HEADERS:
                 if v:
                     user.append(_new_tuple(Point, (HEADERS, path, v)))
@@ -188,11 +204,11 @@ class _Headers:
         self.coding: str = coding or ""
 
 
-@lru_cache(maxsize=NAMES_CACHED)
-def _header_route(name: str) -> tuple[str, int, tuple[str, str]]:
+def _header_route(name: str) -> _Route:
     """(lowercased name, point mask, point path) of a header name as sent."""
     lower = name.lower()
-    return lower, _HEADER_MASK.get(lower, HEADERS), ("header", lower)
+    return _remember(_ROUTES, name, name, (lower, _HEADER_MASK.get(lower, HEADERS),
+                                           ("header", lower)))
 
 
 def _path(out: _Out, path: str) -> None:
@@ -215,8 +231,8 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
         if len(points) >= cap:
             return
         raw_name, eq, value = part.partition("=")
-        param = _param if len(raw_name) <= NAME_CACHED_MAX else _param.__wrapped__
-        name, path, name_path, plain = param(prefix, raw_name)
+        known = _PARAMS.get((prefix, raw_name))
+        name, path, name_path, plain = known if known is not None else _param(prefix, raw_name)
         if not eq:
             # "?<script>": no name; the token itself is the value a parameter would carry.
             if name:
@@ -253,13 +269,12 @@ def _rejoined(out: _Out, parts: list[str], prefix: tuple[str, ...]) -> None:
         i = j
 
 
-@lru_cache(maxsize=NAMES_CACHED)
-def _param(prefix: tuple[str, ...], raw_name: str) -> tuple[str, tuple[str, ...],
-                                                             tuple[str, ...], bool]:
+def _param(prefix: tuple[str, ...], raw_name: str) -> _Param:
     """(name once decoded, value path, name path, whether it reads as a parameter name)."""
     name = _unquote(raw_name)
     path = (*prefix, name[:64])
-    return name, path, (*path, "#name"), _FORM_NAME.fullmatch(name) is not None
+    return _remember(_PARAMS, (prefix, raw_name), raw_name,
+                     (name, path, (*path, "#name"), _FORM_NAME.fullmatch(name) is not None))
 
 
 def _unquote(value: str) -> str:
@@ -274,23 +289,23 @@ def _cookies(out: _Out, header: str) -> None:
         if len(points) >= cap:
             return
         name, _, value = part.strip().partition("=")
-        cookie = _cookie if len(name) <= NAME_CACHED_MAX else _cookie.__wrapped__
-        path, name_mask, name_path = cookie(name)
+        known = _COOKIES.get(name)
+        path, name_mask, name_path = known if known is not None else _cookie(name)
         if value:
             points.append(_new_tuple(Point, (COOKIES, path, value)))
         if name:
             points.append(_new_tuple(Point, (name_mask, name_path, name)))
 
 
-@lru_cache(maxsize=NAMES_CACHED)
-def _cookie(name: str) -> tuple[tuple[str, str], int, tuple[str, str, str]]:
+def _cookie(name: str) -> _Cookie:
     """(value path, name mask, name path) of a cookie name.
 
     A payload in the cookie name ("<script>=1", "java.lang.Runtime=x") is scanned like a
     value too; odd-looking names also answer to arg_names rules (plain ones do not:
     "PHPSESSID" is a normal cookie name but an odd query parameter name)."""
     mask = COOKIES if _PLAIN_NAME.fullmatch(name) else COOKIES | ARG_NAMES
-    return ("cookie", name[:64]), mask, ("cookie", name[:64], "#name")
+    return _remember(_COOKIES, name, name,
+                     (("cookie", name[:64]), mask, ("cookie", name[:64], "#name")))
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -325,12 +340,12 @@ def _body(out: _Out, body: bytes, ctype: str) -> None:
 # runs, as strings(1) shows them, joined by a space: decoding and scanning a 3 KB JPEG whole
 # cost ~20x a typical request (each "+", quote or "&" in its bytes fired a transform).
 # Random bytes are ~11% control bytes, text in any language ~0%.
-BINARY_SNIFF = 512  # bytes looked at to call content binary
-BINARY_MIN = 256  # shorter content is cheap to scan whole: kept as it is
-STRINGS_MIN = 6  # shortest printable run kept (random bytes give runs of 4 every ~50 bytes)
-_CONTROL_BYTES = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
-_PRINTABLE_RUN = re.compile(rb"(?:[\t\n\r\x20-\x7e]|[\xc2-\xf4][\x80-\xbf]{1,3}){%d,}"
-                            % STRINGS_MIN)
+BINARY_SNIFF: Final = 512  # bytes looked at to call content binary
+BINARY_MIN: Final = 256  # shorter content is cheap to scan whole: kept as it is
+STRINGS_MIN: Final = 6  # shortest printable run kept (random bytes give runs of 4 every ~50 bytes)
+_CONTROL_BYTES: Final = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
+_PRINTABLE_RUN: Final = re.compile(rb"(?:[\t\n\r\x20-\x7e]|[\xc2-\xf4][\x80-\xbf]{1,3}){%d,}"
+                                   % STRINGS_MIN)
 
 
 def _is_binary(data: bytes) -> bool:
@@ -348,10 +363,10 @@ def _content_text(data: bytes) -> str:
     return bytes_to_text(data)
 
 
-_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
-         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8"))
+_BOMS: Final = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+                (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8"))
 # Where the NUL bytes of ASCII text fall in each wide encoding (XML 1.0 appendix F, RFC 4627)
-_WIDE: dict[tuple[bool, ...], str] = {
+_WIDE: Final[dict[tuple[bool, ...], str]] = {
     (False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
     (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}
 
@@ -372,7 +387,7 @@ def _transcode(body: bytes) -> bytes:
     return body.decode(wide, "replace").encode()
 
 
-_FORM = re.compile(rb"[^\s=&]{1,128}=[^\s&]*(?:&[^\s=&]{1,128}=[^\s&]*)*")
+_FORM: Final = re.compile(rb"[^\s=&]{1,128}=[^\s&]*(?:&[^\s=&]{1,128}=[^\s&]*)*")
 
 
 def _looks_form(body: bytes) -> bool:
@@ -418,9 +433,9 @@ def _json_object(points: list[Point], path: tuple[str, ...], node: dict[str, Any
     stack += children
 
 
-_XML_TAG = re.compile(r"<([A-Za-z_][\w:.-]{0,63})((?:[^>\"']|\"[^\"]*\"|'[^']*')*)/?>")
-_XML_ATTR = re.compile(r"([\w:.-]{1,64})\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
-_XML_TEXT = re.compile(r">([^<]+)<|<!\[CDATA\[(.*?)\]\]>", re.S)
+_XML_TAG: Final = re.compile(r"<([A-Za-z_][\w:.-]{0,63})((?:[^>\"']|\"[^\"]*\"|'[^']*')*)/?>")
+_XML_ATTR: Final = re.compile(r"([\w:.-]{1,64})\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_XML_TEXT: Final = re.compile(r">([^<]+)<|<!\[CDATA\[(.*?)\]\]>", re.S)
 
 
 def _xml(out: _Out, doc: str) -> None:
@@ -444,9 +459,9 @@ def _tag_before(doc: str, pos: int) -> str:
     return m.group(1) if m else "#text"
 
 
-_BOUNDARY = re.compile(r"boundary=(?:\"([^\"]{1,200})\"|([^;,\s]{1,200}))")
-_DISPOSITION = re.compile(rb"""\b(name|filename)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))""",
-                          re.I)
+_BOUNDARY: Final = re.compile(r"boundary=(?:\"([^\"]{1,200})\"|([^;,\s]{1,200}))")
+_DISPOSITION: Final = re.compile(rb"""\b(name|filename)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))""",
+                                 re.I)
 
 
 def _multipart(out: _Out, body: bytes, ctype: str) -> bool:
@@ -484,7 +499,7 @@ def _part(out: _Out, part: bytes) -> None:
             _content_text(content[: out.limits.max_value_bytes]))
 
 
-_PART_HEADER = re.compile(rb"^([\w-]{1,64})[ \t]*:[ \t]*(.*?)\r?$", re.M)
+_PART_HEADER: Final = re.compile(rb"^([\w-]{1,64})[ \t]*:[ \t]*(.*?)\r?$", re.M)
 
 
 def _part_headers(out: _Out, name: str, head: bytes) -> None:

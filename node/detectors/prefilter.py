@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import hyperscan
 
@@ -39,11 +40,11 @@ from node.detectors.pack import KIND_BIT, Pattern
 from node.detectors.points import POINT_MASKS
 from node.detectors.rewrite import scan_regex
 
-FRAGMENT_WINDOW = 96  # bytes before a match's end shown as its fragment
-ALL_KINDS = sum(KIND_BIT.values())
+FRAGMENT_WINDOW: Final = 96  # bytes before a match's end shown as its fragment
+ALL_KINDS: Final = sum(KIND_BIT.values())
 
 # Most specific first; the last one takes every point.
-GROUPS: tuple[tuple[str, int], ...] = (
+GROUPS: Final[tuple[tuple[str, int], ...]] = (
     ("method", KIND_BIT["method"]),
     ("body", KIND_BIT["body"]),
     ("all_headers", KIND_BIT["all_headers"]),
@@ -76,7 +77,7 @@ def group_kinds(group: int) -> int:
 # patterns, so a class stays together). The request group (~550 patterns) is one database:
 # it compiles in ~21 s instead of the ~12 s of three shards, once per rule change (the cache
 # keeps it), and the engine then runs on 0.93 of the CPU the three shards took.
-SHARD_MAX_PATTERNS = 1024
+SHARD_MAX_PATTERNS: Final = 1024
 
 
 @dataclass(frozen=True)

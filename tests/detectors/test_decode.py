@@ -7,10 +7,12 @@ import base64
 import random
 import re
 import string
+import urllib.parse
 
 import pytest
 
-from node.detectors.decode import TRANSFORMS, explain, fired, variants
+from node.detectors import decode
+from node.detectors.decode import TRANSFORMS, _b64_text, _unquote_bytes, explain, fired, variants
 
 BY_NAME = {t.name: t for t in TRANSFORMS}
 
@@ -134,6 +136,59 @@ def test_long_overlong_forms_never_make_a_surrogate_or_a_non_ascii_guess() -> No
     assert BY_NAME["url"].fn("%f0%8d%a0%80") == "\udcf0\udc8d\udca0\udc80"
     assert BY_NAME["url"].fn("%f8%88%80%80%80") == "\udcf8\udc88\udc80\udc80\udc80"
     assert BY_NAME["url"].fn("%f0%9f%98%80") == "\U0001f600"  # valid 4-byte UTF-8 as ever
+
+
+def test_percent_decoding_is_urllibs() -> None:
+    # The compiled copy of unquote_to_bytes, on escapes that are whole, cut, bad or mixed.
+    rng = random.Random(7)
+    units = ["%", "%2", "%2f", "%2F", "%zz", "%%", "%c0%af", "a", "+", "%u2215", "\xff", "é"]
+    values = ["".join(rng.choice(units) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    for value in values:
+        raw = value.encode("utf-8", "surrogateescape")
+        assert _unquote_bytes(raw) == urllib.parse.unquote_to_bytes(raw), value
+
+
+def test_base64_runs_decode_as_the_standard_decoder_does() -> None:
+    # a2b_base64 directly, as b64decode(validate=True) would on the runs the fold tries.
+    for text in ("' or 1=1-- -?>>?", "<script>alert(1)</script>", "ls -la /etc/passwd; id"):
+        for run in (base64.b64encode(text.encode()).decode(),
+                    base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")):
+            assert _b64_text(run) == text
+    assert _b64_text("YT1iP2M") == "a=b?c"  # padding restored
+    assert _b64_text("YWJjZDE1x") is None  # 4n+1 characters: no base64
+
+
+@pytest.mark.parametrize("plain,fast", [
+    (r"(?<=\w)<[A-Za-z]{1,8}>", decode._SPLITTING_TAG.pattern),
+    (r"(?<=\w)\x00+(?=\w)", decode._SPLITTING_NUL.pattern),
+    (r"/\*|(?:--|#)\S*\s", BY_NAME["sql_comments"].trigger.pattern),
+])
+def test_literal_first_patterns_match_what_their_plain_forms_match(plain: str,
+                                                                    fast: str) -> None:
+    rng = random.Random(3)
+    units = ["a", "B", "1", "_", "<", ">", "\x00", " ", "\t", "/", "*", "-", "#", "é"]
+    for _ in range(20000):
+        value = "".join(rng.choice(units) for _ in range(rng.randint(0, 14)))
+        assert ([m.span() for m in re.finditer(plain, value)]
+                == [m.span() for m in re.finditer(fast, value)]), value
+
+
+def test_base64_runs_are_the_runs_of_the_alphabet() -> None:
+    rng = random.Random(4)
+    for _ in range(5000):
+        value = "".join(rng.choice("aB1+/_- .=é") for _ in range(rng.randint(0, 60)))
+        assert ([m.span() for m in decode._B64_RUN.finditer(value)]
+                == [m.span() for m in re.finditer(r"[A-Za-z0-9+/_-]{16,}={0,2}", value)]), value
+
+
+def test_plain_values_are_found_alike_short_and_long() -> None:
+    # _plain reads long values by bytes, short ones by regex: the same answer either way.
+    rng = random.Random(5)
+    for _ in range(5000):
+        value = "".join(rng.choice("aZ9 .-/_~:%<\té") for _ in range(rng.randint(0, 80)))
+        expected = (re.search(decode._ODD_CHAR.pattern, value) is None and not any(
+            mark in value for mark in ("//", "/./", "/*", "--", "  ")))
+        assert decode._plain(value) == expected, value
 
 
 def test_nulls_leave_binary_content_alone() -> None:

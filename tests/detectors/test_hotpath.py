@@ -24,9 +24,10 @@ EXT = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's, as a buil
 def fake_build(directory: Path, compiled: tuple[str, ...] = hotpath.HOT_PATH) -> None:
     """Sources, extension module files and a stamp, as a build leaves them."""
     for name in hotpath.HOT_PATH:
+        hotpath.source_of(name, directory).parent.mkdir(exist_ok=True)
         hotpath.source_of(name, directory).write_text(f"# {name}\n")
     for name in compiled:
-        (directory / (name.rsplit(".", 1)[1] + EXT)).write_bytes(b"\x7fELF")
+        hotpath.module_file(name, directory, EXT).write_bytes(b"\x7fELF")
     (directory / hotpath.STAMP).write_text(json.dumps(hotpath.build_stamp(directory)))
 
 

@@ -359,6 +359,5 @@ def test_name_caches_are_bounded() -> None:
     for i in range(points_module.NAMES_CACHED + 100):
         extract(record(query=f"p{i}=1", headers=[[f"x-h{i}", "v"], ["Cookie", f"c{i}=1"]]),
                 Limits())
-    for cached in (points_module._header_route, points_module._param,  # noqa: SLF001
-                   points_module._cookie):  # noqa: SLF001
-        assert cached.cache_info().currsize <= points_module.NAMES_CACHED
+    caches = (points_module._ROUTES, points_module._PARAMS, points_module._COOKIES)  # noqa: SLF001
+    assert all(0 < len(cache) <= points_module.NAMES_CACHED for cache in caches)
