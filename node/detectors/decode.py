@@ -94,10 +94,11 @@ def _pct(m: re.Match[str]) -> str:
     return bytes_to_text(bytes.fromhex(m.group(2).replace("%", "")))
 
 
-# "%XX" -> its byte, for the two hex digits in either case: what urllib's unquote_to_bytes
-# does, in the compiled module (urllib's loop runs interpreted).
-_HEX_BYTE: Final = {f"{a}{b}".encode(): bytes([int(a + b, 16)])
-                    for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF"}
+# What urllib's unquote_to_bytes does, in the compiled module (urllib's loop runs
+# interpreted): byte -> its hex digit's value (-1: none), and the 256 one-byte strings.
+_HEX_DIGIT: Final = tuple(int(chr(b), 16) if chr(b) in "0123456789abcdefABCDEF" else -1
+                          for b in range(256))
+_BYTE: Final = tuple(bytes([b]) for b in range(256))
 
 
 def _unquote_bytes(raw: bytes) -> bytes:
@@ -105,11 +106,14 @@ def _unquote_bytes(raw: bytes) -> bytes:
     parts = raw.split(b"%")
     out = [parts[0]]
     for part in parts[1:]:
-        byte = _HEX_BYTE.get(part[:2])
-        if byte is None:
-            out += [b"%", part]
-        else:
-            out += [byte, part[2:]]
+        if len(part) >= 2:
+            high, low = _HEX_DIGIT[part[0]], _HEX_DIGIT[part[1]]
+            if high >= 0 and low >= 0:
+                out.append(_BYTE[high * 16 + low])
+                out.append(part[2:])
+                continue
+        out.append(b"%")
+        out.append(part)
     return b"".join(out)
 
 
@@ -202,7 +206,7 @@ _B64_RUN: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{" + str(B64_M
 _B64_SHORT: Final = re.compile(r"[A-Za-z0-9+/]{6,16}={0,2}")
 _B64_WHOLE: Final = re.compile(r"\s*[A-Za-z0-9+/_-]+={0,2}\s*")
 _PRINTABLE: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n"
-_UPPER, _LOWER, _DIGIT = re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"[0-9+/]")
+_DIGIT: Final = re.compile(r"[0-9+/]")
 
 
 def _b64_text(run: str) -> str | None:
@@ -210,7 +214,8 @@ def _b64_text(run: str) -> str | None:
     whole-quantum length, or 20+ characters: not a word, not hex) and decodes to mostly
     printable text (ASCII, or UTF-8 such as curly quotes and fullwidth letters)."""
     padded = run.endswith("=")
-    if not ((padded or (_UPPER.search(run) and _LOWER.search(run)))
+    # Both cases: lower() and upper() each change the run (no regex call per run).
+    if not ((padded or (run.lower() != run and run.upper() != run))
             and (len(run) >= 20 or padded or len(run) % 4 == 0 or _DIGIT.search(run))):
         return None
     data = run.rstrip("=")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ from node.detectors.pack import (
     KIND_BIT,
     LoadReport,
     Pack,
-    Pattern,
     Rule,
     Verdicts,
     load_pack,
@@ -72,6 +72,8 @@ class _Candidate:
         self.matches: list[tuple[str, bytes, int]] = []  # (text, bytes, end)
 
 
+# (rule, its point mask, skip_headers, names, the pattern's Python regex or None)
+_Check = tuple[Rule, int, frozenset[str], frozenset[str], re.Pattern[str] | None]
 _Flag = tuple[str, bytes, dict[int, int]]  # (variant text, its bytes, {pattern id: match end})
 _MemoKey = str  # the value as extracted, in the memo of its scan group
 MEMO_VALUE_MAX: Final = 512  # longer values are rarely repeated: not memoized
@@ -106,11 +108,13 @@ class Engine:
         self.limits = Limits(cfg.max_points, cfg.max_json_depth, cfg.max_value_bytes)
         self.exclusions = ExclusionSet([parse_exclusion(e) for e in cfg.exclusions])
         self._pattern_rule: list[Rule] = []
-        self._patterns: list[Pattern] = []
+        # What _candidates checks per pattern id, as one tuple: Rule and Pattern are
+        # interpreted classes, an attribute read from compiled code is a lookup each time.
+        self._checks: list[_Check] = []
         for rule in self.rules:
             for p in rule.patterns:
-                self._patterns.append(p)
                 self._pattern_rule.append(rule)
+                self._checks.append((rule, rule.point_mask, rule.skip_headers, rule.names, p.py))
         self._prefilter = Prefilter(dbs)
         # One memo per scan group, keyed by the value alone (no key tuple per point).
         self._memo: list[dict[_MemoKey, tuple[_Flag, ...]]] = [{} for _ in GROUPS]
@@ -250,19 +254,17 @@ class Engine:
     def _candidates(self, points: Sequence[Point]) -> dict[tuple[str, tuple[str, ...]], _Candidate]:
         """(rule, point) pairs Hyperscan found, filtered by the rules' point kinds."""
         out: dict[tuple[str, tuple[str, ...]], _Candidate] = {}
-        pattern_rule, patterns = self._pattern_rule, self._patterns
+        checks = self._checks
         for i, (text, data, found) in self._scan(points):
             point = points[i]
             for pid, end in found.items():
-                rule = pattern_rule[pid]
-                if not rule.point_mask & point.mask:
+                rule, mask, skip_headers, names, py = checks[pid]
+                if not mask & point.mask:
                     continue
-                if rule.skip_headers and point.path[0] == "header" \
-                        and point.path[1] in rule.skip_headers:
+                if skip_headers and point.path[0] == "header" and point.path[1] in skip_headers:
                     continue
-                if rule.names and point_name(point.path) not in rule.names:
+                if names and point_name(point.path) not in names:
                     continue
-                py = patterns[pid].py
                 if py is not None and py.search(text) is None:
                     continue  # prefilter-mode pattern: Python re decides
                 key = (rule.id, point.path)

@@ -81,7 +81,13 @@ class Limits:
     max_value_bytes: int = 16384
 
 
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__
+_POINT: Final = Point  # a static: the compiled module looks a plain global up per use
+
+
+def _point(mask: int, path: tuple[str, ...], value: str) -> Point:
+    # tuple.__new__ directly: Point(...) costs an extra Python frame per point.
+    return _new_tuple(_POINT, (mask, path, value))
 # Caches of the per-name work (lowercasing, routing, path tuples): header, cookie and
 # parameter names repeat across requests. Plain dicts read inline by the loops (an
 # lru_cache call per header cost more than the work it saved). # SECURITY: bounded (short
@@ -125,8 +131,7 @@ class _Out:
         if len(points) >= self.cap:
             return False
         if value:
-            # tuple.__new__ directly: Point(...) costs an extra Python frame per point.
-            points.append(_new_tuple(Point, (mask, path, value)))
+            points.append(_point(mask, path, value))
         return True
 
     @property
@@ -180,21 +185,21 @@ class _Headers:
         ctype = coding = None
         for n, v in raw:
             # str is the common case (valid UTF-8): no call for it.
-            if n.__class__ is not str:
+            if not isinstance(n, str):
                 n = text(n)
-            if v.__class__ is not str:
+            if not isinstance(v, str):
                 v = text(v)
             # The name's work (lowercasing, routing, its path tuple) is cached per name.
             route = _ROUTES.get(n)
             lower, mask, path = route if route is not None else _header_route(n)
             if mask == HEADERS:
                 if v:
-                    user.append(_new_tuple(Point, (HEADERS, path, v)))
+                    user.append(_point(HEADERS, path, v))
                 if lower == "content-type" and ctype is None:
                     ctype = v
             elif mask:
                 if v:
-                    fixed.append(_new_tuple(Point, (ALL_HEADERS, path, v)))
+                    fixed.append(_point(ALL_HEADERS, path, v))
                 if lower == "content-encoding" and coding is None:
                     coding = v
             elif lower == "cookie":
@@ -236,15 +241,15 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
         if not eq:
             # "?<script>": no name; the token itself is the value a parameter would carry.
             if name:
-                points.append(_new_tuple(Point, (ARGS | ARG_NAMES, path, name)))
+                points.append(_point(ARGS | ARG_NAMES, path, name))
             loose = True
             continue
         if name:
-            points.append(_new_tuple(Point, (ARG_NAMES, name_path, name)))
+            points.append(_point(ARG_NAMES, name_path, name))
         if "%" in value or "+" in value:
             value = url_decode(value)
         if value:
-            points.append(_new_tuple(Point, (ARGS, path, value)))
+            points.append(_point(ARGS, path, value))
         if not plain:
             # A "name" that is no name ("'admin', '1'" of "'admin', '1'='1'") means the
             # payload itself held the "=": the whole token is scanned too.
@@ -292,9 +297,9 @@ def _cookies(out: _Out, header: str) -> None:
         known = _COOKIES.get(name)
         path, name_mask, name_path = known if known is not None else _cookie(name)
         if value:
-            points.append(_new_tuple(Point, (COOKIES, path, value)))
+            points.append(_point(COOKIES, path, value))
         if name:
-            points.append(_new_tuple(Point, (name_mask, name_path, name)))
+            points.append(_point(name_mask, name_path, name))
 
 
 def _cookie(name: str) -> _Cookie:
@@ -406,7 +411,7 @@ def _json(out: _Out, body: bytes) -> bool:
         path, node = stack.pop()
         if isinstance(node, str):
             if node:
-                points.append(_new_tuple(Point, (ARGS, path, node)))
+                points.append(_point(ARGS, path, node))
         elif isinstance(node, (int, float)) and not isinstance(node, bool):
             continue
         elif len(path) > depth_cap:
@@ -427,7 +432,7 @@ def _json_object(points: list[Point], path: tuple[str, ...], node: dict[str, Any
     for key, value in list(node.items())[:1024]:
         key_path = (*path, key[:64])
         if key:
-            points.append(_new_tuple(Point, (ARG_NAMES, (*key_path, "#name"), key)))
+            points.append(_point(ARG_NAMES, (*key_path, "#name"), key))
         children.append((key_path, value))
     children.reverse()
     stack += children
