@@ -196,7 +196,8 @@ class Engine:
         cap, passes = self.cfg.max_value_bytes, self.cfg.max_decode_passes
         memos, groups = self._memo, self._group_by_mask
         # The hot loop of the engine: kept free of per-point function calls where it can.
-        for i, (mask, _, value) in enumerate(points):
+        for i, point in enumerate(points):
+            mask, value = point.mask, point.value
             g = groups.get(mask)
             if g is None:
                 self._unknown_mask(mask)

@@ -1,10 +1,11 @@
 """Point extraction: every place of a request record that can carry attacker input.
 
 First stage of detection: ``engine.py`` calls ``extract`` on a RequestRecord and scans the
-returned points' values (through ``decode.py``). A point is ``(mask, path, value)``: ``mask``
-holds the bits of the rule point kinds it answers to (``pack.KIND_BIT``: a user-input header
-is both ``headers`` and ``all_headers``), ``path`` is what a hit reports (``("query", "id")``,
-``("json", "user", "name")``, ``("body", "multipart", "file", "filename")``...).
+returned points' values (through ``decode.py``). A ``Point`` has a ``mask``, a ``path`` and
+a ``value``: ``mask`` holds the bits of the rule point kinds it answers to (``pack.KIND_BIT``:
+a user-input header is both ``headers`` and ``all_headers``), ``path`` is what a hit reports
+(``("query", "id")``, ``("json", "user", "name")``, ``("body", "multipart", "file",
+"filename")``...).
 
 Values are once URL-decoded where the application would decode them (query, form, cookie
 names); the decoding pipeline does the rest. Bodies are inflated when ``Content-Encoding``
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -68,10 +69,24 @@ _PLAIN_NAME: Final = re.compile(r"[\w.-]*")
 _FORM_NAME: Final = re.compile(r"[\w.\[\]$:@-]*")  # parameter names as frameworks write them
 
 
-class Point(NamedTuple):
-    mask: int
-    path: tuple[str, ...]
-    value: str
+class Point:
+    """One point: ``mask``, ``path``, ``value`` (see above). A plain class: compiled, making
+    one fills a C struct (a NamedTuple cost a Python call per point, ~3% of analysis)."""
+
+    def __init__(self, mask: int, path: tuple[str, ...], value: str) -> None:
+        self.mask = mask
+        self.path = path
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Point({self.mask}, {self.path!r}, {self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Point) and self.mask == other.mask
+                and self.path == other.path and self.value == other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.mask, self.path, self.value))
 
 
 @dataclass(frozen=True)
@@ -81,13 +96,6 @@ class Limits:
     max_value_bytes: int = 16384
 
 
-_new_tuple: Final = tuple.__new__
-_POINT: Final = Point  # a static: the compiled module looks a plain global up per use
-
-
-def _point(mask: int, path: tuple[str, ...], value: str) -> Point:
-    # tuple.__new__ directly: Point(...) costs an extra Python frame per point.
-    return _new_tuple(_POINT, (mask, path, value))
 # Caches of the per-name work (lowercasing, routing, path tuples): header, cookie and
 # parameter names repeat across requests. Plain dicts read inline by the loops (an
 # lru_cache call per header cost more than the work it saved). # SECURITY: bounded (short
@@ -131,7 +139,7 @@ class _Out:
         if len(points) >= self.cap:
             return False
         if value:
-            points.append(_point(mask, path, value))
+            points.append(Point(mask, path, value))
         return True
 
     @property
@@ -194,12 +202,12 @@ class _Headers:
             lower, mask, path = route if route is not None else _header_route(n)
             if mask == HEADERS:
                 if v:
-                    user.append(_point(HEADERS, path, v))
+                    user.append(Point(HEADERS, path, v))
                 if lower == "content-type" and ctype is None:
                     ctype = v
             elif mask:
                 if v:
-                    fixed.append(_point(ALL_HEADERS, path, v))
+                    fixed.append(Point(ALL_HEADERS, path, v))
                 if lower == "content-encoding" and coding is None:
                     coding = v
             elif lower == "cookie":
@@ -241,15 +249,15 @@ def _urlencoded(out: _Out, raw: str, prefix: tuple[str, ...]) -> None:
         if not eq:
             # "?<script>": no name; the token itself is the value a parameter would carry.
             if name:
-                points.append(_point(ARGS | ARG_NAMES, path, name))
+                points.append(Point(ARGS | ARG_NAMES, path, name))
             loose = True
             continue
         if name:
-            points.append(_point(ARG_NAMES, name_path, name))
+            points.append(Point(ARG_NAMES, name_path, name))
         if "%" in value or "+" in value:
             value = url_decode(value)
         if value:
-            points.append(_point(ARGS, path, value))
+            points.append(Point(ARGS, path, value))
         if not plain:
             # A "name" that is no name ("'admin', '1'" of "'admin', '1'='1'") means the
             # payload itself held the "=": the whole token is scanned too.
@@ -297,9 +305,9 @@ def _cookies(out: _Out, header: str) -> None:
         known = _COOKIES.get(name)
         path, name_mask, name_path = known if known is not None else _cookie(name)
         if value:
-            points.append(_point(COOKIES, path, value))
+            points.append(Point(COOKIES, path, value))
         if name:
-            points.append(_point(name_mask, name_path, name))
+            points.append(Point(name_mask, name_path, name))
 
 
 def _cookie(name: str) -> _Cookie:
@@ -411,7 +419,7 @@ def _json(out: _Out, body: bytes) -> bool:
         path, node = stack.pop()
         if isinstance(node, str):
             if node:
-                points.append(_point(ARGS, path, node))
+                points.append(Point(ARGS, path, node))
         elif isinstance(node, (int, float)) and not isinstance(node, bool):
             continue
         elif len(path) > depth_cap:
@@ -432,7 +440,7 @@ def _json_object(points: list[Point], path: tuple[str, ...], node: dict[str, Any
     for key, value in list(node.items())[:1024]:
         key_path = (*path, key[:64])
         if key:
-            points.append(_point(ARG_NAMES, (*key_path, "#name"), key))
+            points.append(Point(ARG_NAMES, (*key_path, "#name"), key))
         children.append((key_path, value))
     children.reverse()
     stack += children
