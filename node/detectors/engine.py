@@ -77,7 +77,9 @@ _Check = tuple[Rule, int, frozenset[str], frozenset[str], re.Pattern[str] | None
 _Flag = tuple[str, bytes, dict[int, int]]  # (variant text, its bytes, {pattern id: match end})
 _MemoKey = str  # the value as extracted, in the memo of its scan group
 MEMO_VALUE_MAX: Final = 512  # longer values are rarely repeated: not memoized
-MEMO_SIZE = 16384  # values remembered per process, all groups (then the memos restart)
+# Values remembered per process, all groups (then the memos restart). Not Final: a test
+# shrinks it, and it is read once per scan, not per value.
+MEMO_SIZE = 16384
 VERDICTS_SIZE: Final = 4096  # confirmer answers remembered per process (then they restart)
 
 

@@ -1,13 +1,13 @@
 """The detection hot path: the modules ``setup.py`` compiles with mypyc, and whether the
 compiled code is the code on disk.
 
-``points``, ``decode``, ``engine`` and ``prefilter`` are plain, type-hinted Python that
-mypyc also builds as C extension modules (README, "Compiled hot path"). Python imports an
-extension module in place of the ``.py`` file of the same name, so a source edited after
-the build would silently not run. The build records the SHA-256 of every source it compiled in
-``hotpath-build.json`` beside this file, and ``activate`` (run when ``node.detectors`` is
-first imported, before any hot module) imports all of them from their sources whenever
-the compiled modules do not match the sources, or some are missing.
+``points``, ``decode``, ``engine``, ``prefilter`` and ``confirm.sql`` are plain, type-hinted
+Python that mypyc also builds as C extension modules (README, "Compiled hot path"). Python
+imports an extension module in place of the ``.py`` file of the same name, so a source
+edited after the build would silently not run. The build records the SHA-256 of every
+source it compiled in ``hotpath-build.json`` beside this file, and ``activate`` (run when
+``node.detectors`` is first imported, before any hot module) imports all of them from their
+sources whenever the compiled modules do not match the sources, or some are missing.
 
 All or nothing: compiled modules call one another directly in C, so a compiled engine
 would keep calling a compiled ``decode`` even with ``decode.py`` loaded beside it.

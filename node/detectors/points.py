@@ -112,6 +112,7 @@ _T = TypeVar("_T")
 
 
 def _remember(cache: dict[Any, _T], key: Any, name: str, value: _T) -> _T:
+    """``value``, kept under ``key`` when its ``name`` is short enough to repeat."""
     if len(name) <= NAME_CACHED_MAX:
         if len(cache) >= NAMES_CACHED:
             cache.clear()
