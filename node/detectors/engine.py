@@ -109,14 +109,12 @@ class Engine:
         self.budget_s = time_budget_ms / 1000.0
         self.limits = Limits(cfg.max_points, cfg.max_json_depth, cfg.max_value_bytes)
         self.exclusions = ExclusionSet([parse_exclusion(e) for e in cfg.exclusions])
-        self._pattern_rule: list[Rule] = []
-        # What _candidates checks per pattern id, as one tuple: Rule and Pattern are
-        # interpreted classes, an attribute read from compiled code is a lookup each time.
-        self._checks: list[_Check] = []
-        for rule in self.rules:
-            for p in rule.patterns:
-                self._pattern_rule.append(rule)
-                self._checks.append((rule, rule.point_mask, rule.skip_headers, rule.names, p.py))
+        # Per pattern id, its rule and what _candidates checks, as one tuple: Rule and
+        # Pattern are interpreted classes, an attribute read from compiled code is a lookup
+        # each time.
+        self._checks: list[_Check] = [
+            (rule, rule.point_mask, rule.skip_headers, rule.names, p.py)
+            for rule in self.rules for p in rule.patterns]
         self._prefilter = Prefilter(dbs)
         # One memo per scan group, keyed by the value alone (no key tuple per point).
         self._memo: list[dict[_MemoKey, tuple[_Flag, ...]]] = [{} for _ in GROUPS]
@@ -399,8 +397,8 @@ class Engine:
     def _prefilter_rules(self, point: Point) -> set[str]:
         found: set[str] = set()
         for _, (_, _, pids) in self._scan([point]):
-            found.update(self._pattern_rule[pid].id for pid in pids
-                         if self._pattern_rule[pid].point_mask & point.mask)
+            found.update(self._checks[pid][0].id for pid in pids
+                         if self._checks[pid][1] & point.mask)
         return found
 
 

@@ -237,7 +237,7 @@ def test_request_scan_equals_values_scanned_alone(make_engine: Callable[..., Eng
                  for rid in engine.match_value(v, "args", f"a{i}", prefilter_only=True)}
         engine.clear_memo()
         points = [(engine_point(i, v)) for i, v in enumerate(values)]
-        joined = {(engine._pattern_rule[pid].id, i)  # noqa: SLF001
+        joined = {(engine._checks[pid][0].id, i)  # noqa: SLF001
                   for i, (_, _, found) in engine._scan(points)  # noqa: SLF001
                   for pid in found}
         assert joined == alone, values
